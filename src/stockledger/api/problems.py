@@ -1,0 +1,76 @@
+"""Every error leaves as application/problem+json (RFC 9457) with a stable code."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from stockledger.errors import StockledgerError, translate
+from stockledger.models import parse_json_object
+
+_log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# Werkzeug's own HTTP errors (routing, body size) mapped onto our codes.
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "invalid_request",
+}
+
+
+def problem_response(error: StockledgerError) -> Response:
+    response = Response(json.dumps(error.problem()), error.status, mimetype=PROBLEM_JSON)
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 problem. Size is capped by Flask first."""
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        raise StockledgerError(
+            "invalid_request",
+            f"Content-Type must be application/json, not {mimetype or 'missing'}",
+            status=400,
+        )
+    return parse_json_object(request.get_data(cache=False))
+
+
+def _handle_http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
+    detail = {
+        404: "no such resource",
+        405: f"{request.method} is not allowed here",
+        413: "the request body is larger than the limit",
+    }.get(status, exc.description or exc.name)
+    error = StockledgerError(code, detail, status=status)
+    response = problem_response(error)
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
+
+
+def _handle_any(exc: Exception) -> Response:
+    error = translate(exc)
+    if error is None:
+        # A bug: log it with its traceback for the operator, tell the caller nothing inside.
+        _log.exception("unhandled error on %s %s", request.method, request.path)
+        error = StockledgerError("internal_error", "an unexpected error occurred")
+    elif error.status >= 500:
+        _log.warning("%s on %s %s: %s", error.code, request.method, request.path, exc)
+    return problem_response(error)
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(Exception, _handle_any)

@@ -1,0 +1,443 @@
+"""The `stockledger` command: human output by default, --json for scripts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import psycopg
+
+from stockledger import admin, ledger, migrations
+from stockledger.config import Settings
+from stockledger.db import connect
+from stockledger.embedded import EmbeddedServer
+from stockledger.errors import StockledgerError, translate
+from stockledger.models import (
+    AccountCreate,
+    BrokerCreate,
+    ClientCreate,
+    StockCreate,
+    TradeRequest,
+    validate,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Plumbing ------------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: F) -> F:
+    """Turn any expected failure into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (StockledgerError, psycopg.Error) as exc:
+            error = translate(exc)
+            assert error is not None
+            fail(f"{error.code}: {error.detail}")
+        except subprocess.SubprocessError as exc:
+            fail(f"could not run the embedded PostgreSQL: {exc}")
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(ctx: click.Context, data_dir: Path | None = None) -> Settings:
+    base: Settings = ctx.obj
+    return base.with_overrides(data_dir=data_dir)
+
+
+@contextmanager
+def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
+    """The database to use, migrated. The embedded server is started if needed and stopped
+    again afterwards if this command started it (unless keep_running)."""
+    embedded = None if settings.database_url else EmbeddedServer(settings.data_dir)
+    url = settings.database_url or embedded.start()  # type: ignore[union-attr]
+    try:
+        with connect(url) as conn:
+            if embedded is not None:
+                # The embedded database is this tool's own: keep it current without asking.
+                migrations.migrate(conn)
+            elif migrations.applied_versions(conn) != {
+                m.version for m in migrations.available()
+            }:
+                raise click.ClickException("the database schema is not current: run `stockledger migrate`")
+        yield url
+    finally:
+        if embedded is not None and not keep_running:
+            embedded.stop_if_started_here()
+
+
+def emit(as_json: bool, value: Any, human: str | Callable[[], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(value, default=_json_default))
+    else:
+        click.echo(human() if callable(human) else human)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def describe(record: dict[str, Any]) -> str:
+    width = max(len(k) for k in record)
+    return "\n".join(f"{k.ljust(width)}  {'' if v is None else v}" for k, v in record.items())
+
+
+def validated(model: Any, **fields: Any) -> Any:
+    return validate(model, {k: v for k, v in fields.items() if v is not None})
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory of the embedded PostgreSQL (env STOCKLEDGER_DATA_DIR).",
+)
+
+
+# Commands ------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@data_dir_option
+@click.version_option(package_name="stockledger")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """stockledger: a stock trading ledger whose rules live in PostgreSQL.
+
+    With no DATABASE_URL every command uses an embedded PostgreSQL in the data directory.
+    """
+    ctx.obj = Settings.from_env().with_overrides(data_dir=data_dir)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@data_dir_option
+@click.pass_context
+@reports_errors
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    access_log: bool,
+    data_dir: Path | None,
+) -> None:
+    """Apply migrations, then serve the API with gunicorn."""
+    settings = settings_from(ctx, data_dir)
+    with database_url(settings) as url:
+        _serve(settings, url, host, port, workers, threads, access_log)
+
+
+def _serve(
+    settings: Settings,
+    url: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    access_log: bool,
+) -> None:
+    from stockledger.server import serve as run_server
+
+    where = "DATABASE_URL" if settings.database_url else f"embedded, data in {settings.data_dir}"
+    click.echo(f"stockledger on http://{host}:{port} (PostgreSQL: {where})", err=True)
+    run_server(
+        settings,
+        url,
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        access_log=access_log,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@data_dir_option
+@click.pass_context
+@reports_errors
+def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path | None) -> None:
+    """`serve` plus demo data on first start, and curl commands to try."""
+    from stockledger import demo as demo_data
+
+    settings = settings_from(ctx, data_dir)
+    with database_url(settings) as url:
+        with connect(url) as conn:
+            seeded = demo_data.seed(conn)
+            click.echo(demo_data.instructions(conn, seeded, f"http://{host}:{port}"))
+        sys.stdout.flush()
+        _serve(settings, url, host, port, workers, 4, access_log=True)
+
+
+@main.command()
+@json_option
+@click.pass_context
+@reports_errors
+def migrate(ctx: click.Context, as_json: bool) -> None:
+    """Apply pending migrations (safe to run concurrently)."""
+    settings: Settings = ctx.obj
+    if settings.database_url:
+        url, embedded = settings.database_url, None
+    else:
+        embedded = EmbeddedServer(settings.data_dir)
+        url = embedded.start()
+    try:
+        with connect(url) as conn:
+            applied = migrations.migrate(conn)
+            version = max(migrations.applied_versions(conn))
+    finally:
+        if embedded is not None:
+            embedded.stop_if_started_here()
+    names = [f"{m.version:04d}_{m.name}" for m in applied]
+    emit(
+        as_json,
+        {"applied": names, "schema_version": version},
+        lambda: "\n".join([f"applied {n}" for n in names] + [f"schema at version {version}"]),
+    )
+
+
+@main.group()
+def client() -> None:
+    """Clients: the people and firms that own accounts."""
+
+
+@client.command("add")
+@click.option("--name", required=True)
+@click.option("--tax-id", required=True, help="Legal identifier; stored upper case, no separators.")
+@click.option("--email")
+@json_option
+@click.pass_context
+@reports_errors
+def client_add(ctx: click.Context, name: str, tax_id: str, email: str | None, as_json: bool) -> None:
+    """Register a client."""
+    new = validated(ClientCreate, name=name, tax_id=tax_id, email=email)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.add_client(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@main.group()
+def broker() -> None:
+    """Brokers: who submits trades for an account."""
+
+
+@broker.command("add")
+@click.option("--name", required=True)
+@click.option("--tax-id", required=True)
+@click.option("--license", "license_no", required=True, help="License number.")
+@json_option
+@click.pass_context
+@reports_errors
+def broker_add(ctx: click.Context, name: str, tax_id: str, license_no: str, as_json: bool) -> None:
+    """Register a broker."""
+    new = validated(BrokerCreate, name=name, tax_id=tax_id, license_no=license_no)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.add_broker(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@main.group()
+def account() -> None:
+    """Accounts: a client's holdings, traded by one broker of record."""
+
+
+@account.command("open")
+@click.option("--client", "client_id", required=True, type=int)
+@click.option("--broker", "broker_id", required=True, type=int)
+@json_option
+@click.pass_context
+@reports_errors
+def account_open(ctx: click.Context, client_id: int, broker_id: int, as_json: bool) -> None:
+    """Open an account for a client with a broker of record."""
+    new = validated(AccountCreate, client_id=client_id, broker_id=broker_id)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.open_account(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@main.group()
+def stock() -> None:
+    """Stocks: the instruments that can be traded."""
+
+
+@stock.command("add")
+@click.argument("symbol")
+@click.option("--name", required=True)
+@json_option
+@click.pass_context
+@reports_errors
+def stock_add(ctx: click.Context, symbol: str, name: str, as_json: bool) -> None:
+    """List a stock (SYMBOL: upper case, e.g. AAPL or BRK.B)."""
+    new = validated(StockCreate, symbol=symbol, name=name)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.add_stock(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@main.command()
+@click.option("--account", "account_id", required=True, type=int)
+@click.option("--broker", "broker_id", required=True, type=int)
+@click.option("--symbol", required=True)
+@click.option("--side", required=True, type=click.Choice(["buy", "sell"]))
+@click.option("--quantity", required=True, type=int)
+@click.option("--price", required=True, help="Decimal with at most 4 places, e.g. 187.25")
+@click.option("--executed-at", help="RFC 3339 time for a backfill; default: now.")
+@click.option("--client-order-id")
+@json_option
+@click.pass_context
+@reports_errors
+def trade(
+    ctx: click.Context,
+    account_id: int,
+    broker_id: int,
+    symbol: str,
+    side: str,
+    quantity: int,
+    price: str,
+    executed_at: str | None,
+    client_order_id: str | None,
+    as_json: bool,
+) -> None:
+    """Execute one trade, under the same rules as the API."""
+    request = validated(
+        TradeRequest,
+        account_id=account_id,
+        broker_id=broker_id,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        price=price,
+        executed_at=executed_at,
+        client_order_id=client_order_id,
+    )
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        result = ledger.execute_trade(conn, request)
+    t = result.trade
+    emit(
+        as_json,
+        result.to_json(),
+        f"{'bought' if t.side == 'buy' else 'sold'} {t.quantity} {t.symbol} @ "
+        f"{result.to_json()['trade']['price']} for account {t.account_id} "
+        f"(trade {t.trade_id}, seq {t.seq}); position now {result.position_quantity}",
+    )
+
+
+@main.command()
+@click.option("--account", "account_id", required=True, type=int)
+@json_option
+@click.pass_context
+@reports_errors
+def holdings(ctx: click.Context, account_id: int, as_json: bool) -> None:
+    """Print an account's current holdings."""
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        result = ledger.holdings(conn, account_id)
+
+    def table() -> str:
+        rows = result["holdings"]
+        if not rows:
+            return f"account {account_id} holds nothing"
+        return "\n".join(
+            [f"{'SYMBOL':<10} {'QUANTITY':>14}"]
+            + [f"{h['symbol']:<10} {h['quantity']:>14}" for h in rows]
+        )
+
+    emit(as_json, result, table)
+
+
+@main.command()
+@json_option
+@click.pass_context
+@reports_errors
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check every ledger invariant; exit 0 only if all hold."""
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        checks = ledger.verify(conn)
+    ok = all(c.holds for c in checks)
+
+    def report() -> str:
+        lines = []
+        for c in checks:
+            if c.holds:
+                lines.append(f"ok    {c.name}")
+            else:
+                lines.append(f"FAIL  {c.name}: e.g. {json.dumps(c.violations[0], default=str)}")
+        return "\n".join(lines)
+
+    emit(
+        as_json,
+        {"ok": ok, "invariants": [{"name": c.name, "holds": c.holds, "violations": c.violations}
+                                  for c in checks]},
+        report,
+    )
+    if not ok:
+        failed = ", ".join(c.name for c in checks if not c.holds)
+        fail(f"ledger invariant violated: {failed}")
+
+
+@main.command("db-url")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "app"]),
+    default="owner",
+    show_default=True,
+    help="owner: the schema owner (for operators); app: the application's role.",
+)
+@click.pass_context
+@reports_errors
+def db_url(ctx: click.Context, role: str) -> None:
+    """Print the connection string of the database in use (for psql).
+
+    With the embedded server, starts it if needed and leaves it running;
+    `stockledger db-stop` stops it.
+    """
+    settings: Settings = ctx.obj
+    if role == "app":
+        fail("the application role arrives with authentication; only --role owner exists yet")
+    with database_url(settings, keep_running=True) as url:
+        click.echo(url)
+
+
+@main.command("db-stop")
+@click.pass_context
+@reports_errors
+def db_stop(ctx: click.Context) -> None:
+    """Stop the embedded PostgreSQL of the data directory, if it is running."""
+    settings: Settings = ctx.obj
+    embedded = EmbeddedServer(settings.data_dir)
+    if not embedded.is_running():
+        click.echo("embedded PostgreSQL is not running")
+        return
+    embedded.start()
+    embedded.stop()
+    click.echo(f"stopped embedded PostgreSQL in {embedded.pgdata}")

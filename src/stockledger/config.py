@@ -1,0 +1,45 @@
+"""Settings from the environment, overridden by command-line flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stockledger", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # None means: start (or reuse) the embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path()
+    admin_token: str | None = None
+    log_level: str = "INFO"
+    max_body_bytes: int = DEFAULT_BODY_LIMIT
+    # Connections per process; each gunicorn worker has its own pool.
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    # How long a request waits for a pooled connection before answering 503.
+    pool_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        data_dir = env.get("STOCKLEDGER_DATA_DIR")
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
+            admin_token=env.get("STOCKLEDGER_ADMIN_TOKEN") or None,
+            log_level=env.get("STOCKLEDGER_LOG_LEVEL", "INFO").upper(),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Flags win over the environment; a flag left unset (None) changes nothing."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Connections: one pool per process, and the connection settings every session gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from stockledger.config import Settings
+
+# Every session speaks UTC so that timestamps leave the API with a +00:00 offset.
+SESSION_OPTIONS = "-c TimeZone=UTC"
+
+
+def connection_kwargs() -> dict[str, Any]:
+    # autocommit: each business operation is one statement (one function call), so it is its
+    # own transaction and costs one round trip; multi-statement work opens conn.transaction().
+    return {"autocommit": True, "options": SESSION_OPTIONS}
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, **connection_kwargs())
+
+
+class Database:
+    """The pool of one process. Created after fork, so each gunicorn worker has its own."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            kwargs=connection_kwargs(),
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout_seconds,
+            name="stockledger",
+            # Open without waiting: a process must start (and /healthz answer) while the
+            # database is down; requests then get 503 until it is back.
+            open=False,
+        )
+        self.pool.open(wait=False)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,126 @@
+"""Demo data for `stockledger demo`, and the curl commands printed to try it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from stockledger import admin, ledger
+from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
+
+BROKERS = [
+    ("Northwind Securities", "DEMOBRK1", "NW-0001"),
+    ("Bluefin Brokerage", "DEMOBRK2", "BF-0002"),
+]
+CLIENTS = [
+    ("Ada Lovelace", "DEMOCL1", "ada@example.com"),
+    ("Grace Hopper", "DEMOCL2", "grace@example.com"),
+    ("Acme Pension Fund", "DEMOCL3", None),
+]
+STOCKS = [
+    ("AAPL", "Apple Inc."),
+    ("MSFT", "Microsoft Corporation"),
+    ("GOOGL", "Alphabet Inc. Class A"),
+    ("BRK.B", "Berkshire Hathaway Inc. Class B"),
+]
+# (client index, broker index)
+ACCOUNTS = [(0, 0), (1, 0), (2, 1)]
+# (account index, symbol, side, quantity, price)
+TRADES = [
+    (0, "AAPL", "buy", 100, "187.25"),
+    (0, "MSFT", "buy", 40, "415.10"),
+    (0, "AAPL", "sell", 25, "189.00"),
+    (1, "GOOGL", "buy", 60, "171.3350"),
+    (2, "BRK.B", "buy", 500, "452.00"),
+    (2, "AAPL", "buy", 1000, "186.90"),
+]
+
+
+def _demo_accounts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT a.account_id, a.broker_id, c.name
+        FROM accounts a JOIN clients c ON c.client_id = a.client_id
+        WHERE c.tax_id = ANY(%s)
+        ORDER BY a.account_id
+        """,
+        [[tax_id for _, tax_id, _ in CLIENTS]],
+    ).fetchall()
+    return [{"account_id": r[0], "broker_id": r[1], "owner": r[2]} for r in rows]
+
+
+def seed(conn: psycopg.Connection[Any]) -> bool:
+    """Create the demo data unless it exists; return whether it was created now."""
+    if _demo_accounts(conn):
+        return False
+    with conn.transaction():
+        brokers = [
+            admin.add_broker(conn, BrokerCreate(name=n, tax_id=t, license_no=lic))
+            for n, t, lic in BROKERS
+        ]
+        clients = [
+            admin.add_client(conn, ClientCreate(name=n, tax_id=t, email=e)) for n, t, e in CLIENTS
+        ]
+        for symbol, name in STOCKS:
+            admin.add_stock(conn, StockCreate(symbol=symbol, name=name))
+        accounts = [
+            admin.open_account(
+                conn,
+                AccountCreate(
+                    client_id=clients[c]["client_id"], broker_id=brokers[b]["broker_id"]
+                ),
+            )
+            for c, b in ACCOUNTS
+        ]
+        for a, symbol, side, quantity, price in TRADES:
+            account = accounts[a]
+            ledger.execute_trade(
+                conn,
+                TradeRequest(
+                    account_id=account["account_id"],
+                    broker_id=account["broker_id"],
+                    symbol=symbol,
+                    side=side,  # type: ignore[arg-type]
+                    quantity=quantity,
+                    price=Decimal(price),
+                ),
+            )
+    return True
+
+
+def curl_commands(base_url: str, account_id: int, broker_id: int) -> list[str]:
+    """Commands complete on one line each: ids written in, no shell variables."""
+    get = "curl -sS --fail-with-body"
+
+    def post(body: dict[str, Any]) -> str:
+        return (
+            f"{get} -X POST {base_url}/trade -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(body))}"
+        )
+
+    trade = {"account_id": account_id, "broker_id": broker_id, "symbol": "AAPL"}
+    return [
+        f"{get} '{base_url}/getOwner?account_id={account_id}'",
+        f"{get} '{base_url}/getHoldings?account_id={account_id}'",
+        post({**trade, "side": "buy", "quantity": 10, "price": "187.25"}),
+        post({**trade, "side": "sell", "quantity": 5, "price": "188.10"}),
+        f"{get} {base_url}/readyz",
+    ]
+
+
+def instructions(conn: psycopg.Connection[Any], seeded: bool, base_url: str) -> str:
+    accounts = _demo_accounts(conn)
+    lines = ["Demo data " + ("created." if seeded else "already present."), "", "Accounts:"]
+    lines += [
+        f"  account {a['account_id']}: {a['owner']}, broker of record {a['broker_id']}"
+        for a in accounts
+    ]
+    first = accounts[0]
+    lines += ["", "Try (each line is complete):"]
+    lines += curl_commands(base_url, first["account_id"], first["broker_id"])
+    lines.append("")
+    return "\n".join(lines)

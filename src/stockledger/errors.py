@@ -1,0 +1,152 @@
+"""Every failure the user can see, with its stable code, and the one translation from PostgreSQL.
+
+The database raises each rule with its own SQLSTATE (class SL, see
+sql/migrations/0001_ledger.sql) or a standard SQLSTATE with a named constraint. This module maps
+those codes (never message text) to a ``StockledgerError``, which the API renders as
+problem+json (RFC 9457) and the CLI as a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import PoolTimeout
+
+# code -> (HTTP status, title). The codes are part of the public contract (SPEC §2.2).
+CODES: dict[str, tuple[int, str]] = {
+    "invalid_request": (422, "Invalid request"),
+    "unauthenticated": (401, "Unauthenticated"),
+    "forbidden": (403, "Forbidden"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "insufficient_holdings": (409, "Insufficient holdings"),
+    "out_of_order": (409, "Execution time out of order"),
+    "account_not_open": (409, "Account not open"),
+    "broker_not_authorized": (403, "Broker not authorized"),
+    "stock_not_tradable": (409, "Stock not tradable"),
+    "already_exists": (409, "Already exists"),
+    "broker_owned_account": (409, "Broker-owned account refused"),
+    "immutable_field": (409, "Field cannot be changed"),
+    "ledger_append_only": (409, "Ledger is append-only"),
+    "derived_data": (409, "Positions are derived from trades"),
+    "conflict": (409, "Conflicting concurrent change"),
+    "idempotency_key_reused": (422, "Idempotency key reused"),
+    "request_in_progress": (409, "Request in progress"),
+    "payload_too_large": (413, "Payload too large"),
+    "service_unavailable": (503, "Service unavailable"),
+    "internal_error": (500, "Internal error"),
+}
+
+
+@dataclass
+class StockledgerError(Exception):
+    code: str
+    detail: str
+    status: int = 0
+    # Extra members of the problem object, e.g. the field errors of a validation failure.
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown error code {self.code!r}")
+        if not self.status:
+            self.status = CODES[self.code][0]
+        super().__init__(f"{self.code}: {self.detail}")
+
+    @property
+    def title(self) -> str:
+        return CODES[self.code][1]
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://stockledger.dev/problems/{self.code.replace('_', '-')}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        body.update(self.extra)
+        return body
+
+
+def not_found(what: str) -> StockledgerError:
+    return StockledgerError("not_found", f"{what} not found")
+
+
+def unavailable(detail: str = "the database is unreachable; retry shortly") -> StockledgerError:
+    return StockledgerError("service_unavailable", detail, headers={"Retry-After": "1"})
+
+
+# Private SQLSTATEs raised by the schema's functions and triggers.
+SQLSTATE_CODES: dict[str, str] = {
+    "SL001": "insufficient_holdings",
+    "SL002": "out_of_order",
+    "SL003": "account_not_open",
+    "SL004": "broker_not_authorized",
+    "SL005": "forbidden",
+    "SL006": "stock_not_tradable",
+    "SL007": "broker_owned_account",
+    "SL008": "ledger_append_only",
+    "SL009": "not_found",
+    "SL010": "derived_data",
+    "SL011": "immutable_field",
+}
+
+# Unique and foreign-key constraints whose violation has a meaning of its own.
+CONSTRAINT_CODES: dict[str, tuple[str, str]] = {
+    "clients_tax_id_key": ("already_exists", "a client with this tax id already exists"),
+    "brokers_tax_id_key": ("already_exists", "a broker with this tax id already exists"),
+    "brokers_license_no_key": ("already_exists", "a broker with this license already exists"),
+    "stocks_pkey": ("already_exists", "this stock is already listed"),
+    "trades_client_order_id_key": (
+        "already_exists",
+        "this client_order_id was already used for this account",
+    ),
+    "accounts_client_id_fkey": ("not_found", "client not found"),
+    "accounts_broker_id_fkey": ("not_found", "broker not found"),
+    "trades_account_id_fkey": ("not_found", "account not found"),
+    "trades_symbol_fkey": ("stock_not_tradable", "stock not listed"),
+    # Reached only by a writer with a stale snapshot (REPEATABLE READ): the seq it computed
+    # was taken by a concurrent trade. Nothing was written; a retry succeeds.
+    "trades_pkey": ("conflict", "a concurrent trade took this sequence number; retry"),
+}
+
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, operator intervention
+_RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock
+
+
+def from_database(exc: psycopg.Error) -> StockledgerError:
+    """Translate a driver error by SQLSTATE and constraint name."""
+    sqlstate = exc.sqlstate or ""
+    diag = exc.diag
+    message = diag.message_primary or "database error"
+    if sqlstate in SQLSTATE_CODES:
+        return StockledgerError(SQLSTATE_CODES[sqlstate], message)
+    constraint = diag.constraint_name or ""
+    if constraint in CONSTRAINT_CODES:
+        code, detail = CONSTRAINT_CODES[constraint]
+        return StockledgerError(code, detail, extra={"constraint": constraint})
+    if sqlstate.startswith("23") or sqlstate.startswith("22") or sqlstate == "428C9":
+        # Integrity (named CHECK, NOT NULL) and data exceptions: the input was invalid.
+        extra = {"constraint": constraint} if constraint else {}
+        return StockledgerError("invalid_request", message, extra=extra)
+    if sqlstate in _RETRYABLE:
+        return StockledgerError("conflict", "a concurrent change interfered; retry")
+    if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
+        return unavailable()
+    return StockledgerError("internal_error", "unexpected database error")
+
+
+def translate(exc: BaseException) -> StockledgerError | None:
+    """A StockledgerError for anything the API or CLI should answer with; None otherwise."""
+    if isinstance(exc, StockledgerError):
+        return exc
+    if isinstance(exc, PoolTimeout):
+        return unavailable()
+    if isinstance(exc, psycopg.Error):
+        return from_database(exc)
+    return None

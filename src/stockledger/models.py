@@ -1,0 +1,226 @@
+"""Shapes of requests, validated before the database is touched.
+
+The database enforces the same ranges with named CHECK constraints; validating here as well
+gives a caller every field error at once and spares a round trip. Rules about state (holdings,
+account status, ordering) are never checked here: only the database can check them race-free.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from stockledger.errors import StockledgerError
+
+MAX_ID = 2**63 - 1
+MAX_QUANTITY = 1_000_000_000
+MAX_PRICE = Decimal("1000000000000")
+PRICE_STEP = Decimal("0.0001")
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
+CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
+_PLAIN_DECIMAL = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,16})?$")
+
+Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
+Symbol = Annotated[str, Strict(), Field(pattern=SYMBOL_PATTERN)]
+Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)]
+
+
+def _parse_price(value: object) -> Decimal:
+    """Exact decimals only: a JSON number (parsed as Decimal, never float) or a plain string."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise PydanticCustomError("price_type", "price must be a decimal string or a number")
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.match(value):
+            raise PydanticCustomError("price_format", "price must look like 187.25")
+        value = Decimal(value)
+    price = Decimal(value)
+    if not price.is_finite():
+        raise PydanticCustomError("price_finite", "price must be a finite number")
+    if not Decimal(0) < price < MAX_PRICE:
+        raise PydanticCustomError("price_range", "price must be > 0 and < 1,000,000,000,000")
+    try:
+        exact = price.quantize(PRICE_STEP) == price
+    except InvalidOperation:
+        exact = False
+    if not exact:
+        raise PydanticCustomError("price_scale", "price may have at most 4 decimal places")
+    return price.quantize(PRICE_STEP)
+
+
+def _require_string(value: object) -> object:
+    # pydantic's lax datetime parsing would also take a Unix timestamp; RFC 3339 text only.
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "executed_at must be an RFC 3339 string")
+    return value
+
+
+Price = Annotated[Decimal, BeforeValidator(_parse_price)]
+ExecutedAt = Annotated[AwareDatetime, BeforeValidator(_require_string)]
+ClientOrderId = Annotated[str, Strict(), Field(pattern=CLIENT_ORDER_ID_PATTERN)]
+
+
+class TradeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: Id
+    broker_id: Id
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    quantity: Quantity
+    price: Price
+    executed_at: ExecutedAt | None = None
+    client_order_id: ClientOrderId | None = None
+
+
+def _parse_query_id(value: object) -> object:
+    # Query values arrive as text; accept plain digits only (not "1.0", " 1", "+1", "1e3").
+    if isinstance(value, str):
+        if not re.fullmatch(r"[0-9]{1,19}", value):
+            raise PydanticCustomError("id_format", "must be a positive integer")
+        return int(value)
+    return value
+
+
+QueryId = Annotated[int, BeforeValidator(_parse_query_id), Strict(), Field(ge=1, le=MAX_ID)]
+
+
+class AccountQuery(BaseModel):
+    """Query string of the seed's GET endpoints: exactly one account_id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: QueryId
+
+
+# Parsing ------------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # {"quantity": 1, "quantity": 1000} is ambiguous; refuse rather than pick one.
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Strict JSON: UTF-8, an object, no NaN/Infinity, no duplicate keys, numbers exact."""
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StockledgerError("invalid_request", f"malformed JSON: {exc}", status=400) from exc
+    if not isinstance(data, dict):
+        raise StockledgerError("invalid_request", "the body must be a JSON object", status=400)
+    return data
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "body",
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise StockledgerError("invalid_request", summary, extra={"errors": errors}) from exc
+
+
+def parse_query(args: dict[str, list[str]]) -> dict[str, Any]:
+    """Query parameters: each at most once; unknown ones are left for the model to refuse."""
+    data: dict[str, Any] = {}
+    for key, values in args.items():
+        if len(values) != 1:
+            raise StockledgerError("invalid_request", f"{key} given {len(values)} times")
+        data[key] = values[0]
+    return data
+
+
+
+# Administration -----------------------------------------------------------------------------
+
+_TAX_ID_SEPARATORS = re.compile(r"[\s./-]")
+
+
+def _canonical_tax_id(value: object) -> object:
+    # "de-123 456" and "DE123456" are one legal identity; the database stores (and its CHECK
+    # demands) the canonical form, so the broker-owned-account rule compares like with like.
+    if isinstance(value, str):
+        return _TAX_ID_SEPARATORS.sub("", value).upper()
+    return value
+
+
+Name = Annotated[str, Strict(), Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+TaxId = Annotated[
+    str, BeforeValidator(_canonical_tax_id), Strict(), Field(pattern=r"^[A-Z0-9]{1,32}$")
+]
+Email = Annotated[
+    str, Strict(), Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+]
+LicenseNo = Annotated[str, Strict(), Field(pattern=r"^[A-Z0-9][A-Z0-9./-]{0,31}$")]
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    tax_id: TaxId
+    email: Email | None = None
+
+
+class BrokerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    tax_id: TaxId
+    license_no: LicenseNo
+
+
+class AccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: Id
+    broker_id: Id
+
+
+class StockCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbol: Symbol
+    name: Name

@@ -1,0 +1,378 @@
+-- 0001: the ledger and every rule of SPEC §1.2.
+--
+-- Error codes raised here (class SL, see stockledger/errors.py for the mapping):
+--   SL001 insufficient holdings         SL007 tax id is both broker and account owner
+--   SL002 executed_at out of order      SL008 the ledger is append-only
+--   SL003 account not open              SL009 unknown account
+--   SL004 broker not of record          SL010 positions are derived, not written
+--   SL005 broker suspended              SL011 field is immutable
+--   SL006 stock not tradable
+-- Standard codes: 23514 for named CHECK constraints, 23505 unique, 23503 foreign key,
+-- 428C9 for a value the database assigns (trade_id, seq).
+
+-- Reference data --------------------------------------------------------------------------
+
+CREATE TABLE clients (
+    client_id  bigint GENERATED ALWAYS AS IDENTITY,
+    name       text NOT NULL,
+    tax_id     text NOT NULL,
+    email      text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT clients_pkey PRIMARY KEY (client_id),
+    CONSTRAINT clients_tax_id_key UNIQUE (tax_id),
+    CONSTRAINT clients_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200),
+    -- Canonical form (upper case letters and digits) so that "de-123" and "DE123" cannot pose
+    -- as two identities and slip past the broker-owned-account rule.
+    CONSTRAINT clients_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
+    CONSTRAINT clients_email_check CHECK (
+        char_length(email) <= 254 AND email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$')
+);
+
+CREATE TABLE brokers (
+    broker_id  bigint GENERATED ALWAYS AS IDENTITY,
+    name       text NOT NULL,
+    tax_id     text NOT NULL,
+    license_no text NOT NULL,
+    status     text NOT NULL DEFAULT 'active',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT brokers_pkey PRIMARY KEY (broker_id),
+    CONSTRAINT brokers_tax_id_key UNIQUE (tax_id),
+    CONSTRAINT brokers_license_no_key UNIQUE (license_no),
+    CONSTRAINT brokers_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200),
+    CONSTRAINT brokers_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
+    CONSTRAINT brokers_license_no_check CHECK (license_no ~ '^[A-Z0-9][A-Z0-9./-]{0,31}$'),
+    CONSTRAINT brokers_status_check CHECK (status IN ('active', 'suspended'))
+);
+
+CREATE TABLE stocks (
+    symbol     text NOT NULL,
+    name       text NOT NULL,
+    active     boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT stocks_pkey PRIMARY KEY (symbol),
+    CONSTRAINT stocks_symbol_check CHECK (symbol ~ '^[A-Z][A-Z0-9.-]{0,9}$'),
+    CONSTRAINT stocks_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200)
+);
+
+-- One row per legal identity that is a broker or owns an account. Both sides of the
+-- broker-owned-account rule claim their flag here with INSERT … ON CONFLICT, so two concurrent
+-- transactions meet on the same row lock (or on a serialization failure under REPEATABLE READ)
+-- instead of each checking the other's table and both succeeding.
+CREATE TABLE tax_identities (
+    tax_id       text NOT NULL,
+    is_broker    boolean NOT NULL DEFAULT false,
+    owns_account boolean NOT NULL DEFAULT false,
+    CONSTRAINT tax_identities_pkey PRIMARY KEY (tax_id),
+    CONSTRAINT tax_identities_not_broker_and_owner CHECK (NOT (is_broker AND owns_account))
+);
+
+-- Trading data: everything keyed and uniquely constrained with account_id (SPEC §1.3) ---------
+
+CREATE TABLE accounts (
+    account_id bigint GENERATED ALWAYS AS IDENTITY,
+    client_id  bigint NOT NULL,
+    broker_id  bigint NOT NULL,
+    status     text NOT NULL DEFAULT 'open',
+    opened_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
+    CONSTRAINT accounts_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients (client_id),
+    CONSTRAINT accounts_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
+    CONSTRAINT accounts_status_check CHECK (status IN ('open', 'frozen', 'closed'))
+);
+CREATE INDEX accounts_client_id_idx ON accounts (client_id);
+CREATE INDEX accounts_broker_id_idx ON accounts (broker_id);
+
+CREATE TABLE trades (
+    trade_id        bigint GENERATED ALWAYS AS IDENTITY,
+    account_id      bigint NOT NULL,
+    broker_id       bigint NOT NULL,
+    symbol          text NOT NULL,
+    side            text NOT NULL,
+    quantity        bigint NOT NULL,
+    price           numeric NOT NULL,
+    executed_at     timestamptz NOT NULL,
+    seq             bigint NOT NULL,
+    client_order_id text,
+    -- The ledger's natural key: the n-th execution of an account. Also serves "latest trade of
+    -- an account" (a backward index probe) and history pages in seq order.
+    CONSTRAINT trades_pkey PRIMARY KEY (account_id, seq),
+    -- trade_id leads so that a lookup by trade_id alone uses this index.
+    CONSTRAINT trades_trade_id_key UNIQUE (trade_id, account_id),
+    CONSTRAINT trades_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (account_id),
+    CONSTRAINT trades_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
+    CONSTRAINT trades_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
+    CONSTRAINT trades_side_check CHECK (side IN ('buy', 'sell')),
+    CONSTRAINT trades_quantity_check CHECK (quantity BETWEEN 1 AND 1000000000),
+    -- numeric without a typmod on purpose: numeric(16,4) would silently round a fifth decimal
+    -- place away before any check could refuse it.
+    CONSTRAINT trades_price_check CHECK (
+        price > 0 AND price < 1000000000000 AND price = trunc(price, 4)),
+    CONSTRAINT trades_seq_check CHECK (seq >= 1),
+    CONSTRAINT trades_client_order_id_check CHECK (client_order_id ~ '^[\x21-\x7E]{1,64}$')
+);
+CREATE UNIQUE INDEX trades_client_order_id_key
+    ON trades (account_id, broker_id, client_order_id) WHERE client_order_id IS NOT NULL;
+
+CREATE TABLE positions (
+    account_id bigint NOT NULL,
+    symbol     text NOT NULL,
+    quantity   bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    CONSTRAINT positions_pkey PRIMARY KEY (account_id, symbol),
+    CONSTRAINT positions_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (account_id),
+    CONSTRAINT positions_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
+    CONSTRAINT positions_quantity_check CHECK (quantity >= 0)
+);
+
+-- The seed's definition of holdings, straight from the ledger.
+CREATE VIEW holds AS
+SELECT account_id, symbol,
+       sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
+FROM trades
+GROUP BY account_id, symbol
+HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
+
+-- Rule 4: no broker-owned accounts ---------------------------------------------------------
+
+CREATE FUNCTION brokers_claim_tax_identity() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tax_identities AS ti (tax_id, is_broker) VALUES (NEW.tax_id, true)
+    ON CONFLICT (tax_id) DO UPDATE SET is_broker = true WHERE NOT ti.owns_account;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tax id % owns a brokerage account and cannot be registered as a broker',
+            NEW.tax_id USING ERRCODE = 'SL007';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER brokers_claim_tax_identity AFTER INSERT ON brokers
+    FOR EACH ROW EXECUTE FUNCTION brokers_claim_tax_identity();
+
+CREATE FUNCTION accounts_claim_tax_identity() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tax_id text;
+BEGIN
+    SELECT tax_id INTO v_tax_id FROM clients WHERE client_id = NEW.client_id;
+    INSERT INTO tax_identities AS ti (tax_id, owns_account) VALUES (v_tax_id, true)
+    ON CONFLICT (tax_id) DO UPDATE SET owns_account = true WHERE NOT ti.is_broker;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'client % has the tax id of a registered broker and cannot own an account',
+            NEW.client_id USING ERRCODE = 'SL007';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER accounts_claim_tax_identity AFTER INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_claim_tax_identity();
+
+-- Identities and ownership never change: a change would bypass the claims above, and the
+-- ledger's history refers to them.
+CREATE FUNCTION refuse_immutable_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%.% cannot be changed', TG_TABLE_NAME, TG_ARGV[0]
+        USING ERRCODE = 'SL011', COLUMN = TG_ARGV[0];
+END
+$$;
+
+CREATE TRIGGER clients_tax_id_immutable BEFORE UPDATE OF tax_id ON clients
+    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
+    EXECUTE FUNCTION refuse_immutable_change('tax_id');
+CREATE TRIGGER brokers_tax_id_immutable BEFORE UPDATE OF tax_id ON brokers
+    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
+    EXECUTE FUNCTION refuse_immutable_change('tax_id');
+CREATE TRIGGER accounts_client_id_immutable BEFORE UPDATE OF client_id ON accounts
+    FOR EACH ROW WHEN (OLD.client_id IS DISTINCT FROM NEW.client_id)
+    EXECUTE FUNCTION refuse_immutable_change('client_id');
+CREATE TRIGGER accounts_broker_id_immutable BEFORE UPDATE OF broker_id ON accounts
+    FOR EACH ROW WHEN (OLD.broker_id IS DISTINCT FROM NEW.broker_id)
+    EXECUTE FUNCTION refuse_immutable_change('broker_id');
+
+-- Rules 1, 3, 5: admitting a trade --------------------------------------------------------
+
+-- Runs for every insert into trades, from trade() or from psql alike. The account row lock is
+-- the serialization point of an account: it orders seq and executed_at, and makes the oversell
+-- check in trades_apply_to_position atomic with the write. FOR NO KEY UPDATE, not FOR UPDATE,
+-- so it does not conflict with the KEY SHARE locks that foreign-key checks take on the row.
+CREATE FUNCTION trades_admit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_account_status text;
+    v_record_broker  bigint;
+    v_broker_status  text;
+    v_stock_active   boolean;
+    v_last_seq       bigint;
+    v_last_at        timestamptz;
+    v_now            timestamptz;
+BEGIN
+    IF NEW.seq IS NOT NULL THEN
+        RAISE EXCEPTION 'seq is assigned by the database' USING ERRCODE = '428C9', COLUMN = 'seq';
+    END IF;
+
+    SELECT status, broker_id INTO v_account_status, v_record_broker
+    FROM accounts WHERE account_id = NEW.account_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+    END IF;
+    IF v_account_status <> 'open' THEN
+        RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
+    END IF;
+    IF v_record_broker IS DISTINCT FROM NEW.broker_id THEN
+        RAISE EXCEPTION 'broker % is not the broker of record of account %',
+            NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
+    END IF;
+
+    SELECT status INTO v_broker_status FROM brokers WHERE broker_id = NEW.broker_id;
+    IF v_broker_status <> 'active' THEN
+        RAISE EXCEPTION 'broker % is %', NEW.broker_id, v_broker_status USING ERRCODE = 'SL005';
+    END IF;
+
+    SELECT active INTO v_stock_active FROM stocks WHERE symbol = NEW.symbol;
+    IF v_stock_active IS NOT TRUE THEN
+        RAISE EXCEPTION 'stock % is not tradable', NEW.symbol USING ERRCODE = 'SL006';
+    END IF;
+
+    -- Under the account lock the latest committed trade is visible (READ COMMITTED takes a new
+    -- snapshot per statement); a stale snapshot (REPEATABLE READ) computes a seq that already
+    -- exists and fails on trades_pkey instead of writing out of order.
+    SELECT seq, executed_at INTO v_last_seq, v_last_at
+    FROM trades WHERE account_id = NEW.account_id
+    ORDER BY seq DESC LIMIT 1;
+
+    v_now := clock_timestamp();
+    IF NEW.executed_at IS NULL THEN
+        -- greatest() so that a clock step backwards cannot reorder the ledger.
+        NEW.executed_at := greatest(v_now, v_last_at);
+    ELSIF NEW.executed_at < v_last_at THEN
+        RAISE EXCEPTION 'executed_at % is earlier than the latest trade of account % (%)',
+            NEW.executed_at, NEW.account_id, v_last_at USING ERRCODE = 'SL002';
+    ELSIF NEW.executed_at > v_now + interval '5 seconds' THEN
+        RAISE EXCEPTION 'executed_at % is more than 5 seconds in the future', NEW.executed_at
+            USING ERRCODE = 'SL002';
+    END IF;
+
+    NEW.seq := coalesce(v_last_seq, 0) + 1;
+    -- Store every valid price with scale 4 ("187.2500"); invalid ones are left for the CHECK.
+    IF NEW.price = trunc(NEW.price, 4) THEN
+        NEW.price := trunc(NEW.price, 4);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER trades_admit BEFORE INSERT ON trades
+    FOR EACH ROW EXECUTE FUNCTION trades_admit();
+
+-- AFTER, so it only sees rows that passed every constraint. The account lock taken in
+-- trades_admit is still held, and the conditional UPDATE is itself atomic: check and write are
+-- one step.
+CREATE FUNCTION trades_apply_to_position() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_held bigint;
+BEGIN
+    IF NEW.side = 'buy' THEN
+        INSERT INTO positions AS p (account_id, symbol, quantity, updated_at)
+        VALUES (NEW.account_id, NEW.symbol, NEW.quantity, now())
+        ON CONFLICT (account_id, symbol)
+        DO UPDATE SET quantity = p.quantity + EXCLUDED.quantity, updated_at = EXCLUDED.updated_at;
+    ELSE
+        UPDATE positions SET quantity = quantity - NEW.quantity, updated_at = now()
+        WHERE account_id = NEW.account_id AND symbol = NEW.symbol AND quantity >= NEW.quantity;
+        IF NOT FOUND THEN
+            SELECT quantity INTO v_held FROM positions
+            WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
+            RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+                NEW.account_id, coalesce(v_held, 0), NEW.symbol, NEW.quantity
+                USING ERRCODE = 'SL001';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trades_apply_to_position AFTER INSERT ON trades
+    FOR EACH ROW EXECUTE FUNCTION trades_apply_to_position();
+
+-- Rule 2: the ledger is append-only -------------------------------------------------------
+
+CREATE FUNCTION refuse_ledger_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trades is an append-only ledger: % is not allowed', TG_OP
+        USING ERRCODE = 'SL008';
+END
+$$;
+
+-- Statement level catches statements that match no row; row level is the second lock on the
+-- door should a statement trigger ever be dropped.
+CREATE TRIGGER trades_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON trades
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+CREATE TRIGGER trades_append_only_row BEFORE UPDATE OR DELETE ON trades
+    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+
+-- positions is derived data: only the trades trigger writes it ------------------------------
+
+CREATE FUNCTION refuse_position_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'positions are derived from trades: % is not allowed; insert a trade instead',
+        TG_OP USING ERRCODE = 'SL010';
+END
+$$;
+
+-- pg_trigger_depth() is 0 for a statement sent by a client and 1 inside the trades trigger.
+CREATE TRIGGER positions_derived_only BEFORE INSERT OR UPDATE OR DELETE ON positions
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_position_write();
+CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_position_write();
+
+-- The one-round-trip trade ----------------------------------------------------------------
+
+-- Lock, checks, ledger insert and position update all happen in the triggers above; this
+-- function only adds the new position to the answer so a caller needs one call.
+CREATE FUNCTION trade(
+    p_account_id      bigint,
+    p_broker_id       bigint,
+    p_symbol          text,
+    p_side            text,
+    p_quantity        bigint,
+    p_price           numeric,
+    p_executed_at     timestamptz DEFAULT NULL,
+    p_client_order_id text DEFAULT NULL
+) RETURNS TABLE (
+    trade_id          bigint,
+    account_id        bigint,
+    broker_id         bigint,
+    symbol            text,
+    side              text,
+    quantity          bigint,
+    price             numeric,
+    executed_at       timestamptz,
+    seq               bigint,
+    client_order_id   text,
+    position_quantity bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    t trades;
+BEGIN
+    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
+                             executed_at, client_order_id)
+    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
+            p_executed_at, p_client_order_id)
+    RETURNING x.* INTO t;
+
+    RETURN QUERY
+    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
+           t.executed_at, t.seq, t.client_order_id, p.quantity
+    FROM positions p
+    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
+END
+$$;

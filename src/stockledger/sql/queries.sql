@@ -1,0 +1,97 @@
+-- Named queries, loaded by stockledger/queries.py. Each block runs to the next "-- name:".
+
+-- name: trade
+-- One round trip: the function locks, checks, appends and updates the position.
+SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
+       client_order_id, position_quantity
+FROM trade(%(account_id)s, %(broker_id)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s,
+           %(executed_at)s, %(client_order_id)s);
+
+-- name: account_owner
+SELECT a.account_id, c.client_id, c.name, c.email
+FROM accounts a JOIN clients c ON c.client_id = a.client_id
+WHERE a.account_id = %(account_id)s;
+
+-- name: account_holdings
+-- O(positions of one account) through positions_pkey, whatever the size of the ledger. The
+-- LEFT JOIN tells "no holdings" (one row, NULL symbol) from "no such account" (no row).
+SELECT a.account_id, p.symbol, p.quantity
+FROM accounts a
+LEFT JOIN positions p ON p.account_id = a.account_id AND p.quantity > 0
+WHERE a.account_id = %(account_id)s
+ORDER BY p.symbol;
+
+-- name: insert_client
+INSERT INTO clients (name, tax_id, email) VALUES (%(name)s, %(tax_id)s, %(email)s)
+RETURNING client_id, name, tax_id, email, created_at;
+
+-- name: insert_broker
+INSERT INTO brokers (name, tax_id, license_no) VALUES (%(name)s, %(tax_id)s, %(license_no)s)
+RETURNING broker_id, name, tax_id, license_no, status, created_at;
+
+-- name: insert_account
+INSERT INTO accounts (client_id, broker_id) VALUES (%(client_id)s, %(broker_id)s)
+RETURNING account_id, client_id, broker_id, status, opened_at;
+
+-- name: insert_stock
+INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
+RETURNING symbol, name, active, created_at;
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
+
+-- Ledger invariants, checked by `stockledger verify`. Each query returns violations (at most
+-- a few examples); no row means the invariant holds.
+
+-- name: verify_positions_match_holds
+SELECT coalesce(p.account_id, h.account_id) AS account_id,
+       coalesce(p.symbol, h.symbol) AS symbol,
+       p.quantity AS positions_quantity, h.quantity AS holds_quantity
+FROM (SELECT account_id, symbol, quantity FROM positions WHERE quantity <> 0) p
+FULL JOIN holds h ON h.account_id = p.account_id AND h.symbol = p.symbol
+WHERE p.quantity IS DISTINCT FROM h.quantity
+LIMIT 5;
+
+-- name: verify_no_negative_position
+SELECT account_id, symbol, quantity FROM positions WHERE quantity < 0 LIMIT 5;
+
+-- name: verify_no_oversell_in_history
+SELECT account_id, symbol, seq, running_quantity
+FROM (
+    SELECT account_id, symbol, seq,
+           sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END)
+               OVER (PARTITION BY account_id, symbol ORDER BY seq) AS running_quantity
+    FROM trades
+) t
+WHERE running_quantity < 0
+LIMIT 5;
+
+-- name: verify_seq_gapless
+SELECT account_id, count(*) AS trades, min(seq) AS first_seq, max(seq) AS last_seq
+FROM trades
+GROUP BY account_id
+HAVING min(seq) <> 1 OR max(seq) <> count(*)
+LIMIT 5;
+
+-- name: verify_executed_at_ordered
+SELECT account_id, seq, executed_at, previous_executed_at
+FROM (
+    SELECT account_id, seq, executed_at,
+           lag(executed_at) OVER (PARTITION BY account_id ORDER BY seq) AS previous_executed_at
+    FROM trades
+) t
+WHERE executed_at < previous_executed_at
+LIMIT 5;
+
+-- name: verify_no_broker_owned_account
+SELECT a.account_id, c.tax_id, b.broker_id
+FROM accounts a
+JOIN clients c ON c.client_id = a.client_id
+JOIN brokers b ON b.tax_id = c.tax_id
+LIMIT 5;
+
+-- name: verify_trades_by_broker_of_record
+SELECT t.account_id, t.seq, t.broker_id, a.broker_id AS broker_of_record
+FROM trades t JOIN accounts a ON a.account_id = t.account_id
+WHERE t.broker_id <> a.broker_id
+LIMIT 5;

@@ -1,0 +1,197 @@
+"""One PostgreSQL server per test session, one database per test.
+
+The server is the embedded one (a throwaway data directory) unless TEST_DATABASE_URL names
+another; that URL must be allowed to create databases. A template database is migrated once;
+every test gets its own copy (CREATE DATABASE … TEMPLATE), because the ledger cannot be
+emptied between tests: it refuses DELETE and TRUNCATE, by design.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from stockledger import admin, ledger, migrations
+from stockledger.app import create_app
+from stockledger.config import Settings
+from stockledger.db import connect
+from stockledger.embedded import EmbeddedServer
+from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Server:
+    admin_url: str  # a database on the server from which databases can be created
+
+    def url_for(self, dbname: str) -> str:
+        return make_conninfo(self.admin_url, dbname=dbname)
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                # FILE_COPY: copying a small template file by file is much faster than the
+                # default WAL_LOG strategy.
+                statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            conn.execute(statement)
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield Server(url)
+        return
+    embedded = EmbeddedServer(tmp_path_factory.mktemp("pg"))
+    embedded.start()
+    admin_url = embedded.admin_url()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        # Durability is not under test here (the fault tests use their own server); speed is.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield Server(admin_url)
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> Iterator[str]:
+    name = f"sl_template_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create_database(name)
+    with connect(url) as conn:
+        migrations.migrate(conn)
+    try:
+        yield name
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def db_url(pg_server: Server, template_db: str) -> Iterator[str]:
+    name = f"sl_test_{os.getpid()}_{next(_counter)}"
+    url = pg_server.create_database(name, template=template_db)
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the schema owner: direct SQL, as an operator with psql would write."""
+    with connect(db_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[Flask]:
+    application = create_app(Settings(database_url=db_url, data_dir=Path("/nonexistent")))
+    yield application
+    application.extensions["stockledger.db"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass(frozen=True)
+class World:
+    """A small brokerage: broker A runs account `account` (holding 100 AAPL), broker B runs
+    `other_account`; `owner` is the account's client."""
+
+    broker_a: int
+    broker_b: int
+    owner: int
+    account: int
+    other_account: int
+
+
+def make_world(conn: psycopg.Connection[Any]) -> World:
+    tag = uuid.uuid4().hex[:6].upper()
+    a = admin.add_broker(conn, BrokerCreate(name="Broker A", tax_id=f"BA{tag}", license_no=f"LA{tag}"))
+    b = admin.add_broker(conn, BrokerCreate(name="Broker B", tax_id=f"BB{tag}", license_no=f"LB{tag}"))
+    owner = admin.add_client(
+        conn, ClientCreate(name="Ada Lovelace", tax_id=f"CA{tag}", email="ada@example.com")
+    )
+    other = admin.add_client(conn, ClientCreate(name="Grace Hopper", tax_id=f"CB{tag}"))
+    for symbol, name in (("AAPL", "Apple"), ("MSFT", "Microsoft"), ("OLD", "Delisted Co")):
+        conn.execute(
+            "INSERT INTO stocks (symbol, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [symbol, name],
+        )
+    conn.execute("UPDATE stocks SET active = false WHERE symbol = 'OLD'")
+    account = admin.open_account(
+        conn, AccountCreate(client_id=owner["client_id"], broker_id=a["broker_id"])
+    )
+    other_account = admin.open_account(
+        conn, AccountCreate(client_id=other["client_id"], broker_id=b["broker_id"])
+    )
+    world = World(
+        broker_a=a["broker_id"],
+        broker_b=b["broker_id"],
+        owner=owner["client_id"],
+        account=account["account_id"],
+        other_account=other_account["account_id"],
+    )
+    buy(conn, world.account, world.broker_a, "AAPL", 100)
+    return world
+
+
+def buy(
+    conn: psycopg.Connection[Any], account: int, broker: int, symbol: str, quantity: int
+) -> ledger.TradeResult:
+    return ledger.execute_trade(
+        conn,
+        TradeRequest(
+            account_id=account,
+            broker_id=broker,
+            symbol=symbol,
+            side="buy",
+            quantity=quantity,
+            price=Decimal("10.00"),
+        ),
+    )
+
+
+@pytest.fixture
+def world(conn: psycopg.Connection[Any]) -> World:
+    return make_world(conn)
+
+
+def add_stock(conn: psycopg.Connection[Any], symbol: str) -> None:
+    admin.add_stock(conn, StockCreate(symbol=symbol, name=f"{symbol} Inc."))
+
+
+def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """Everything a bad request must leave untouched."""
+    return (
+        conn.execute("SELECT count(*), coalesce(max(trade_id), 0) FROM trades").fetchone(),
+        conn.execute("SELECT * FROM positions ORDER BY account_id, symbol").fetchall(),
+    )
