@@ -135,8 +135,12 @@ class World:
 
 def make_world(conn: psycopg.Connection[Any]) -> World:
     tag = uuid.uuid4().hex[:6].upper()
-    a = admin.add_broker(conn, BrokerCreate(name="Broker A", tax_id=f"BA{tag}", license_no=f"LA{tag}"))
-    b = admin.add_broker(conn, BrokerCreate(name="Broker B", tax_id=f"BB{tag}", license_no=f"LB{tag}"))
+    a = admin.add_broker(
+        conn, BrokerCreate(name="Broker A", tax_id=f"BA{tag}", license_no=f"LA{tag}")
+    )
+    b = admin.add_broker(
+        conn, BrokerCreate(name="Broker B", tax_id=f"BB{tag}", license_no=f"LB{tag}")
+    )
     owner = admin.add_client(
         conn, ClientCreate(name="Ada Lovelace", tax_id=f"CA{tag}", email="ada@example.com")
     )

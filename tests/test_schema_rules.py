@@ -48,7 +48,9 @@ def insert_trade(
     return row
 
 
-def refused(conn: psycopg.Connection[Any], sqlstate: str, statement: str, params: Any = None) -> psycopg.Error:
+def refused(
+    conn: psycopg.Connection[Any], sqlstate: str, statement: str, params: Any = None
+) -> psycopg.Error:
     before = ledger_snapshot(conn)
     with pytest.raises(psycopg.Error) as caught:
         conn.execute(statement, params)  # type: ignore[arg-type]
@@ -68,7 +70,7 @@ def position(conn: psycopg.Connection[Any], account: int, symbol: str) -> int | 
 
 
 def test_plain_insert_is_a_complete_trade_and_updates_positions(conn, world: World) -> None:
-    trade_id, seq, executed_at, price = insert_trade(conn, world, side="sell", quantity=40)
+    trade_id, seq, executed_at, _ = insert_trade(conn, world, side="sell", quantity=40)
     assert seq == 2 and trade_id > 0 and executed_at is not None
     assert position(conn, world.account, "AAPL") == 60
     holds = conn.execute(
@@ -89,13 +91,20 @@ def test_oversell_by_direct_insert_is_refused(conn, world: World) -> None:
 
 
 def test_selling_a_symbol_never_held_is_refused(conn, world: World) -> None:
-    refused(conn, "SL001", "SELECT * FROM trade(%s, %s, 'MSFT', 'sell', 1, 10)", [world.account, world.broker_a])
+    refused(
+        conn,
+        "SL001",
+        "SELECT * FROM trade(%s, %s, 'MSFT', 'sell', 1, 10)",
+        [world.account, world.broker_a],
+    )
 
 
 def test_selling_everything_leaves_zero_which_holdings_omit(conn, world: World) -> None:
     insert_trade(conn, world, side="sell", quantity=100)
     assert position(conn, world.account, "AAPL") == 0
-    assert conn.execute("SELECT count(*) FROM holds WHERE account_id = %s", [world.account]).fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM holds WHERE account_id = %s", [world.account]
+    ).fetchone() == (0,)
 
 
 # Rule 2: append-only ledger -----------------------------------------------------------------
@@ -217,7 +226,9 @@ def test_supplied_time_within_5_seconds_ahead_is_accepted(conn, world: World) ->
 
 
 def test_account_for_a_client_with_a_brokers_tax_id_is_refused(conn, world: World) -> None:
-    broker_tax = conn.execute("SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a]).fetchone()[0]
+    broker_tax = conn.execute(
+        "SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a]
+    ).fetchone()[0]
     client_id = conn.execute(
         "INSERT INTO clients (name, tax_id) VALUES ('Broker as client', %s) RETURNING client_id",
         [broker_tax],
@@ -231,7 +242,9 @@ def test_account_for_a_client_with_a_brokers_tax_id_is_refused(conn, world: Worl
 
 
 def test_broker_with_the_tax_id_of_an_account_owner_is_refused(conn, world: World) -> None:
-    owner_tax = conn.execute("SELECT tax_id FROM clients WHERE client_id = %s", [world.owner]).fetchone()[0]
+    owner_tax = conn.execute(
+        "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner]
+    ).fetchone()[0]
     refused(
         conn,
         "SL007",
@@ -244,9 +257,18 @@ def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(conn, wor
     # A client record alone owns nothing: registering a broker with its tax id is allowed,
     # and from then on that client can never open an account.
     conn.execute("INSERT INTO clients (name, tax_id) VALUES ('Future broker', 'FUTUREB1')")
-    conn.execute("INSERT INTO brokers (name, tax_id, license_no) VALUES ('Future', 'FUTUREB1', 'FB1')")
-    client_id = conn.execute("SELECT client_id FROM clients WHERE tax_id = 'FUTUREB1'").fetchone()[0]
-    refused(conn, "SL007", "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)", [client_id, world.broker_a])
+    conn.execute(
+        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Future', 'FUTUREB1', 'FB1')"
+    )
+    client_id = conn.execute("SELECT client_id FROM clients WHERE tax_id = 'FUTUREB1'").fetchone()[
+        0
+    ]
+    refused(
+        conn,
+        "SL007",
+        "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
+        [client_id, world.broker_a],
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,7 +280,9 @@ def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(conn, wor
         ("UPDATE accounts SET broker_id = broker_id + 1", "broker_id"),
     ],
 )
-def test_identity_and_ownership_are_immutable(conn, world: World, statement: str, column: str) -> None:
+def test_identity_and_ownership_are_immutable(
+    conn, world: World, statement: str, column: str
+) -> None:
     error = refused(conn, "SL011", statement)
     assert error.diag.column_name == column
 
@@ -279,11 +303,15 @@ def test_identity_and_ownership_are_immutable(conn, world: World, statement: str
         ("SELECT 1", {"account": 999_999}, "SL009"),
     ],
 )
-def test_trade_admission_rules(conn, world: World, setup: str, kwargs: dict[str, Any], sqlstate: str) -> None:
+def test_trade_admission_rules(
+    conn, world: World, setup: str, kwargs: dict[str, Any], sqlstate: str
+) -> None:
     conn.execute(setup.format(account=world.account, broker_a=world.broker_a))  # type: ignore[arg-type]
     params = {
         "account": kwargs.get("account", world.account),
-        "broker": world.broker_b if kwargs.get("broker") == "broker_b" else kwargs.get("broker", world.broker_a),
+        "broker": world.broker_b
+        if kwargs.get("broker") == "broker_b"
+        else kwargs.get("broker", world.broker_a),
         "symbol": kwargs.get("symbol", "AAPL"),
     }
     for side in ("buy", "sell"):
@@ -313,18 +341,39 @@ def test_reopened_account_and_reactivated_broker_trade_again(conn, world: World)
         ("INSERT INTO clients (name, tax_id) VALUES ('', 'T1')", "clients_name_check"),
         ("INSERT INTO clients (name, tax_id) VALUES ('N', 'lower1')", "clients_tax_id_check"),
         ("INSERT INTO clients (name, tax_id) VALUES ('N', 'DE-123')", "clients_tax_id_check"),
-        ("INSERT INTO clients (name, tax_id, email) VALUES ('N', 'T2', 'not-an-email')", "clients_email_check"),
-        ("INSERT INTO brokers (name, tax_id, license_no) VALUES ('N', 'T3', 'bad license')", "brokers_license_no_check"),
-        ("INSERT INTO brokers (name, tax_id, license_no, status) VALUES ('N', 'T4', 'L9', 'gone')", "brokers_status_check"),
+        (
+            "INSERT INTO clients (name, tax_id, email) VALUES ('N', 'T2', 'not-an-email')",
+            "clients_email_check",
+        ),
+        (
+            "INSERT INTO brokers (name, tax_id, license_no) VALUES ('N', 'T3', 'bad license')",
+            "brokers_license_no_check",
+        ),
+        (
+            "INSERT INTO brokers (name, tax_id, license_no, status) VALUES ('N', 'T4', 'L9', 'gone')",
+            "brokers_status_check",
+        ),
         ("INSERT INTO stocks (symbol, name) VALUES ('aapl', 'lower')", "stocks_symbol_check"),
-        ("INSERT INTO stocks (symbol, name) VALUES ('ABCDEFGHIJK', 'too long')", "stocks_symbol_check"),
+        (
+            "INSERT INTO stocks (symbol, name) VALUES ('ABCDEFGHIJK', 'too long')",
+            "stocks_symbol_check",
+        ),
         ("INSERT INTO stocks (symbol, name) VALUES ('1AB', 'digit first')", "stocks_symbol_check"),
         ("INSERT INTO stocks (symbol, name) VALUES ('XYZ', '  ')", "stocks_name_check"),
         ("UPDATE accounts SET status = 'asleep'", "accounts_status_check"),
-        ("INSERT INTO clients (name, tax_id) VALUES ('Dup', (SELECT tax_id FROM clients LIMIT 1))", "clients_tax_id_key"),
-        ("INSERT INTO brokers (name, tax_id, license_no) SELECT 'Dup', 'T5', license_no FROM brokers LIMIT 1", "brokers_license_no_key"),
+        (
+            "INSERT INTO clients (name, tax_id) VALUES ('Dup', (SELECT tax_id FROM clients LIMIT 1))",
+            "clients_tax_id_key",
+        ),
+        (
+            "INSERT INTO brokers (name, tax_id, license_no) SELECT 'Dup', 'T5', license_no FROM brokers LIMIT 1",
+            "brokers_license_no_key",
+        ),
         ("INSERT INTO stocks (symbol, name) VALUES ('AAPL', 'again')", "stocks_pkey"),
-        ("INSERT INTO accounts (client_id, broker_id) VALUES (999999, 1)", "accounts_client_id_fkey"),
+        (
+            "INSERT INTO accounts (client_id, broker_id) VALUES (999999, 1)",
+            "accounts_client_id_fkey",
+        ),
     ],
 )
 def test_reference_data_constraints(conn, world: World, statement: str, constraint: str) -> None:
@@ -351,7 +400,9 @@ def test_reference_data_constraints(conn, world: World, statement: str, constrai
         ({"client_order_id": ""}, "trades_client_order_id_check"),
     ],
 )
-def test_trade_value_constraints(conn, world: World, overrides: dict[str, Any], constraint: str) -> None:
+def test_trade_value_constraints(
+    conn, world: World, overrides: dict[str, Any], constraint: str
+) -> None:
     before = ledger_snapshot(conn)
     side = overrides.pop("side", "buy")
     with pytest.raises(psycopg.Error) as caught:
@@ -386,7 +437,9 @@ def test_client_order_id_is_unique_per_account_and_broker(conn, world: World) ->
         insert_trade(conn, world, client_order_id="ORDER-1")
     assert caught.value.diag.constraint_name == "trades_client_order_id_key"
     # The same id on another account is someone else's order.
-    insert_trade(conn, world, account=world.other_account, broker=world.broker_b, client_order_id="ORDER-1")
+    insert_trade(
+        conn, world, account=world.other_account, broker=world.broker_b, client_order_id="ORDER-1"
+    )
 
 
 def test_new_stock_is_tradable_at_once(conn, world: World) -> None:

@@ -74,10 +74,10 @@ def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[
             if embedded is not None:
                 # The embedded database is this tool's own: keep it current without asking.
                 migrations.migrate(conn)
-            elif migrations.applied_versions(conn) != {
-                m.version for m in migrations.available()
-            }:
-                raise click.ClickException("the database schema is not current: run `stockledger migrate`")
+            elif migrations.applied_versions(conn) != {m.version for m in migrations.available()}:
+                raise click.ClickException(
+                    "the database schema is not current: run `stockledger migrate`"
+                )
         yield url
     finally:
         if embedded is not None and not keep_running:
@@ -239,7 +239,9 @@ def client() -> None:
 @json_option
 @click.pass_context
 @reports_errors
-def client_add(ctx: click.Context, name: str, tax_id: str, email: str | None, as_json: bool) -> None:
+def client_add(
+    ctx: click.Context, name: str, tax_id: str, email: str | None, as_json: bool
+) -> None:
     """Register a client."""
     new = validated(ClientCreate, name=name, tax_id=tax_id, email=email)
     with database_url(ctx.obj) as url, connect(url) as conn:
@@ -396,8 +398,12 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
     emit(
         as_json,
-        {"ok": ok, "invariants": [{"name": c.name, "holds": c.holds, "violations": c.violations}
-                                  for c in checks]},
+        {
+            "ok": ok,
+            "invariants": [
+                {"name": c.name, "holds": c.holds, "violations": c.violations} for c in checks
+            ],
+        },
         report,
     )
     if not ok:

@@ -70,9 +70,7 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
         accounts = [
             admin.open_account(
                 conn,
-                AccountCreate(
-                    client_id=clients[c]["client_id"], broker_id=brokers[b]["broker_id"]
-                ),
+                AccountCreate(client_id=clients[c]["client_id"], broker_id=brokers[b]["broker_id"]),
             )
             for c, b in ACCOUNTS
         ]

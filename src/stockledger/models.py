@@ -172,7 +172,6 @@ def parse_query(args: dict[str, list[str]]) -> dict[str, Any]:
     return data
 
 
-
 # Administration -----------------------------------------------------------------------------
 
 _TAX_ID_SEPARATORS = re.compile(r"[\s./-]")
@@ -190,9 +189,7 @@ Name = Annotated[str, Strict(), Field(min_length=1, max_length=200, pattern=r"^\
 TaxId = Annotated[
     str, BeforeValidator(_canonical_tax_id), Strict(), Field(pattern=r"^[A-Z0-9]{1,32}$")
 ]
-Email = Annotated[
-    str, Strict(), Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-]
+Email = Annotated[str, Strict(), Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 LicenseNo = Annotated[str, Strict(), Field(pattern=r"^[A-Z0-9][A-Z0-9./-]{0,31}$")]
 
 
