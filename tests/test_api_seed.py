@@ -215,3 +215,18 @@ def test_unknown_route_and_method_are_problems(client: FlaskClient) -> None:
     response = client.delete("/trade")
     assert_problem(response, 405, "method_not_allowed")
     assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_api_offers_no_way_to_change_the_ledger(
+    client: FlaskClient, world: World, method: str
+) -> None:
+    # Rule 2 through the API: the only write is POST /trade, which appends.
+    assert_problem(client.open("/trade", method=method, json={}), 405, "method_not_allowed")
+    routes = {rule.rule: rule.methods for rule in client.application.url_map.iter_rules()}
+    writers = {
+        path
+        for path, methods in routes.items()
+        if methods and methods & {"POST", "PUT", "PATCH", "DELETE"}
+    }
+    assert writers == {"/trade"}

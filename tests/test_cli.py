@@ -143,7 +143,7 @@ def test_broker_owned_account_refused_by_cli(cli: Any) -> None:
 
 
 def test_migrate_reports_the_schema_version(cli: Any) -> None:
-    assert ok_json(cli("migrate", "--json")) == {"applied": [], "schema_version": 1}
+    assert ok_json(cli("migrate", "--json")) == {"schema_version": 1}
 
 
 def test_verify_passes_on_a_healthy_ledger(cli: Any, world: World) -> None:
@@ -228,3 +228,31 @@ def test_verify_fails_naming_the_broken_invariant(
 def test_db_url_prints_the_database_in_use(cli: Any, db_url: str) -> None:
     result = cli("db-url")
     assert result.exit_code == 0 and result.stdout.strip() == db_url
+
+
+def test_migrate_an_external_database_and_refuse_a_stale_one(pg_server: Any) -> None:
+    import uuid
+
+    name = f"sl_cli_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create_database(name)
+    try:
+        runner = CliRunner()
+        stale = runner.invoke(main, ["holdings", "--account", "1"], env={"DATABASE_URL": url})
+        assert stale.exit_code == 1 and "stockledger migrate" in stale.stderr
+        first = runner.invoke(main, ["migrate", "--json"], env={"DATABASE_URL": url})
+        assert first.exit_code == 0 and "applied migration 0001_ledger" in first.stderr
+        assert json.loads(first.stdout) == {"schema_version": 1}
+        again = runner.invoke(main, ["migrate"], env={"DATABASE_URL": url})
+        assert again.exit_code == 0 and "applied" not in again.stderr
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_broker_with_an_account_owners_tax_id_refused_by_cli(
+    cli: Any, world: World, conn: psycopg.Connection[Any]
+) -> None:
+    owner_tax = conn.execute(
+        "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner]
+    ).fetchone()[0]
+    result = cli("broker", "add", "--name", "Sneaky", "--tax-id", owner_tax, "--license", "SN-1")
+    assert result.exit_code == 1 and result.stderr.startswith("error: broker_owned_account:")

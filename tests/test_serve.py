@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.processes import Served, clean_env, free_port, http, run_cli
 
@@ -74,6 +77,9 @@ def test_trades_persist_across_serve_restarts(tmp_path: Path) -> None:
         assert server.stop() == 0, server.output()
 
 
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the demo prints curl commands; curl is not installed"
+)
 def test_demo_prints_curl_commands_that_work(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

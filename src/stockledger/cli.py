@@ -64,19 +64,25 @@ def settings_from(ctx: click.Context, data_dir: Path | None = None) -> Settings:
 
 
 @contextmanager
-def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
-    """The database to use, migrated. The embedded server is started if needed and stopped
-    again afterwards if this command started it (unless keep_running)."""
+def database_url(
+    settings: Settings, *, keep_running: bool = False, migrate: bool = False
+) -> Iterator[str]:
+    """The database to use, with a current schema. The embedded server is started if needed
+    and stopped again afterwards if this command started it (unless keep_running).
+
+    The embedded database is this tool's own, so it is always migrated; an external one only by
+    the commands that own deployment (migrate, serve, demo) and otherwise just checked."""
     embedded = None if settings.database_url else EmbeddedServer(settings.data_dir)
     url = settings.database_url or embedded.start()  # type: ignore[union-attr]
     try:
         with connect(url) as conn:
-            if embedded is not None:
-                # The embedded database is this tool's own: keep it current without asking.
-                migrations.migrate(conn)
+            if embedded is not None or migrate:
+                for applied in migrations.migrate(conn):
+                    click.echo(f"applied migration {applied.version:04d}_{applied.name}", err=True)
             elif migrations.applied_versions(conn) != {m.version for m in migrations.available()}:
-                raise click.ClickException(
-                    "the database schema is not current: run `stockledger migrate`"
+                raise StockledgerError(
+                    "service_unavailable",
+                    "the database schema is not current: run `stockledger migrate`",
                 )
         yield url
     finally:
@@ -152,7 +158,7 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API with gunicorn."""
     settings = settings_from(ctx, data_dir)
-    with database_url(settings) as url:
+    with database_url(settings, migrate=True) as url:
         _serve(settings, url, host, port, workers, threads, access_log)
 
 
@@ -192,7 +198,7 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
     from stockledger import demo as demo_data
 
     settings = settings_from(ctx, data_dir)
-    with database_url(settings) as url:
+    with database_url(settings, migrate=True) as url:
         with connect(url) as conn:
             seeded = demo_data.seed(conn)
             click.echo(demo_data.instructions(conn, seeded, f"http://{host}:{port}"))
@@ -206,25 +212,9 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
 @reports_errors
 def migrate(ctx: click.Context, as_json: bool) -> None:
     """Apply pending migrations (safe to run concurrently)."""
-    settings: Settings = ctx.obj
-    if settings.database_url:
-        url, embedded = settings.database_url, None
-    else:
-        embedded = EmbeddedServer(settings.data_dir)
-        url = embedded.start()
-    try:
-        with connect(url) as conn:
-            applied = migrations.migrate(conn)
-            version = max(migrations.applied_versions(conn))
-    finally:
-        if embedded is not None:
-            embedded.stop_if_started_here()
-    names = [f"{m.version:04d}_{m.name}" for m in applied]
-    emit(
-        as_json,
-        {"applied": names, "schema_version": version},
-        lambda: "\n".join([f"applied {n}" for n in names] + [f"schema at version {version}"]),
-    )
+    with database_url(ctx.obj, migrate=True) as url, connect(url) as conn:
+        version = max(migrations.applied_versions(conn))
+    emit(as_json, {"schema_version": version}, f"schema at version {version}")
 
 
 @main.group()
