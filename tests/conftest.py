@@ -29,6 +29,7 @@ from stockledger.app import create_app
 from stockledger.config import Settings
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
+from stockledger.migrations import APP_ROLE
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
 
 _counter = itertools.count()
@@ -86,6 +87,8 @@ def template_db(pg_server: Server) -> Iterator[str]:
     url = pg_server.create_database(name)
     with connect(url) as conn:
         migrations.migrate(conn)
+        # The app fixture connects as the application's role, as `serve` does.
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
     try:
         yield name
     finally:
@@ -110,8 +113,16 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def app(db_url: str) -> Iterator[Flask]:
-    application = create_app(Settings(database_url=db_url, data_dir=Path("/nonexistent")))
+def app_db_url(db_url: str) -> str:
+    """The same database as the application's least-privilege role."""
+    return make_conninfo(db_url, user=APP_ROLE)
+
+
+@pytest.fixture
+def app(db_url: str, app_db_url: str) -> Iterator[Flask]:
+    application = create_app(
+        Settings(database_url=db_url, data_dir=Path("/nonexistent")), database_url=app_db_url
+    )
     yield application
     application.extensions["stockledger.db"].close()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,19 +64,25 @@ def settings_from(ctx: click.Context, data_dir: Path | None = None) -> Settings:
     return base.with_overrides(data_dir=data_dir)
 
 
+@dataclass(frozen=True)
+class DatabaseUrls:
+    owner: str  # migrations and operator commands
+    app: str  # the server's least-privilege connections
+
+
 @contextmanager
-def database_url(
+def database_urls(
     settings: Settings, *, keep_running: bool = False, migrate: bool = False
-) -> Iterator[str]:
+) -> Iterator[DatabaseUrls]:
     """The database to use, with a current schema. The embedded server is started if needed
     and stopped again afterwards if this command started it (unless keep_running).
 
     The embedded database is this tool's own, so it is always migrated; an external one only by
     the commands that own deployment (migrate, serve, demo) and otherwise just checked."""
     embedded = None if settings.database_url else EmbeddedServer(settings.data_dir)
-    url = settings.database_url or embedded.start()  # type: ignore[union-attr]
+    owner = settings.database_url or embedded.start()  # type: ignore[union-attr]
     try:
-        with connect(url) as conn:
+        with connect(owner) as conn:
             if embedded is not None or migrate:
                 for applied in migrations.migrate(conn):
                     click.echo(f"applied migration {applied.version:04d}_{applied.name}", err=True)
@@ -84,10 +91,21 @@ def database_url(
                     "service_unavailable",
                     "the database schema is not current: run `stockledger migrate`",
                 )
-        yield url
+        if embedded is not None:
+            app = embedded.enable_app_login(owner)
+        else:
+            app = settings.app_database_url or owner
+        yield DatabaseUrls(owner, app)
     finally:
         if embedded is not None and not keep_running:
             embedded.stop_if_started_here()
+
+
+@contextmanager
+def database_url(settings: Settings, **options: bool) -> Iterator[str]:
+    """The owner's URL: what operator commands use."""
+    with database_urls(settings, **options) as urls:
+        yield urls.owner
 
 
 def emit(as_json: bool, value: Any, human: str | Callable[[], str]) -> None:
@@ -158,13 +176,13 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API with gunicorn."""
     settings = settings_from(ctx, data_dir)
-    with database_url(settings, migrate=True) as url:
-        _serve(settings, url, host, port, workers, threads, access_log)
+    with database_urls(settings, migrate=True) as urls:
+        _serve(settings, urls, host, port, workers, threads, access_log)
 
 
 def _serve(
     settings: Settings,
-    url: str,
+    urls: DatabaseUrls,
     host: str,
     port: int,
     workers: int,
@@ -175,9 +193,15 @@ def _serve(
 
     where = "DATABASE_URL" if settings.database_url else f"embedded, data in {settings.data_dir}"
     click.echo(f"stockledger on http://{host}:{port} (PostgreSQL: {where})", err=True)
+    if urls.app == urls.owner:
+        click.echo(
+            "warning: serving with the schema owner's connection; set "
+            "STOCKLEDGER_APP_DATABASE_URL to a login role granted stockledger_app",
+            err=True,
+        )
     run_server(
         settings,
-        url,
+        urls.app,
         host=host,
         port=port,
         workers=workers,
@@ -198,12 +222,12 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
     from stockledger import demo as demo_data
 
     settings = settings_from(ctx, data_dir)
-    with database_url(settings, migrate=True) as url:
-        with connect(url) as conn:
+    with database_urls(settings, migrate=True) as urls:
+        with connect(urls.owner) as conn:
             seeded = demo_data.seed(conn)
             click.echo(demo_data.instructions(conn, seeded, f"http://{host}:{port}"))
         sys.stdout.flush()
-        _serve(settings, url, host, port, workers, 4, access_log=True)
+        _serve(settings, urls, host, port, workers, 4, access_log=True)
 
 
 @main.command()
@@ -418,10 +442,10 @@ def db_url(ctx: click.Context, role: str) -> None:
     `stockledger db-stop` stops it.
     """
     settings: Settings = ctx.obj
-    if role == "app":
-        fail("the application role arrives with authentication; only --role owner exists yet")
-    with database_url(settings, keep_running=True) as url:
-        click.echo(url)
+    if role == "app" and settings.database_url and not settings.app_database_url:
+        fail("STOCKLEDGER_APP_DATABASE_URL is not set: the application role's URL is yours to give")
+    with database_urls(settings, keep_running=True) as urls:
+        click.echo(urls.app if role == "app" else urls.owner)
 
 
 @main.command("db-stop")

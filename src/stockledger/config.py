@@ -17,8 +17,12 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    # None means: start (or reuse) the embedded PostgreSQL in data_dir.
+    # The schema owner's connection (migrations, operator commands). None means: start (or
+    # reuse) the embedded PostgreSQL in data_dir.
     database_url: str | None = None
+    # The application's least-privilege connection, used by `serve`. With the embedded server
+    # it is derived (role stockledger_app); with DATABASE_URL it should be given.
+    app_database_url: str | None = None
     data_dir: Path = Path()
     admin_token: str | None = None
     log_level: str = "INFO"
@@ -35,6 +39,7 @@ class Settings:
         data_dir = env.get("STOCKLEDGER_DATA_DIR")
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            app_database_url=env.get("STOCKLEDGER_APP_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
             admin_token=env.get("STOCKLEDGER_ADMIN_TOKEN") or None,
             log_level=env.get("STOCKLEDGER_LOG_LEVEL", "INFO").upper(),

@@ -18,6 +18,9 @@ from types import ModuleType
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from stockledger.migrations import APP_ROLE
 
 DATABASE_NAME = "stockledger"
 _log = logging.getLogger(__name__)
@@ -67,6 +70,13 @@ class EmbeddedServer:
         admin_url: str = self._server.get_uri()  # type: ignore[attr-defined]
         _ensure_database(admin_url, DATABASE_NAME)
         return self._server.get_uri(DATABASE_NAME)  # type: ignore[attr-defined, no-any-return]
+
+    def enable_app_login(self, owner_url: str) -> str:
+        """Let the (migrated) application role log in; return its URL. Local connections to
+        the embedded server are trusted, as its socket lives in the private data directory."""
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
+        return make_conninfo(owner_url, user=APP_ROLE)
 
     def admin_url(self) -> str:
         assert self._server is not None

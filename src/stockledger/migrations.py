@@ -12,6 +12,9 @@ import psycopg
 # An arbitrary constant shared by every stockledger process: two concurrent migrate runs
 # queue on it instead of both applying the same file.
 MIGRATION_LOCK_KEY = 0x5354_4B4C_4544_4752  # "STKLEDGR"
+# The application's role, created by migration 0002 (NOLOGIN: a deployment grants it to a login
+# role, or the embedded server enables login on it).
+APP_ROLE = "stockledger_app"
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 _CREATE_TABLE = """
