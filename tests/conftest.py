@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from stockledger import admin, ledger, migrations
+from stockledger import admin, auth, ledger, migrations
 from stockledger.app import create_app
 from stockledger.config import Settings
 from stockledger.db import connect
@@ -33,6 +33,7 @@ from stockledger.migrations import APP_ROLE
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
 
 _counter = itertools.count()
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def app_db_url(db_url: str) -> str:
 @pytest.fixture
 def app(db_url: str, app_db_url: str) -> Iterator[Flask]:
     application = create_app(
-        Settings(database_url=db_url, data_dir=Path("/nonexistent")), database_url=app_db_url
+        Settings(database_url=db_url, data_dir=Path("/nonexistent"), admin_token=ADMIN_TOKEN),
+        database_url=app_db_url,
     )
     yield application
     application.extensions["stockledger.db"].close()
@@ -135,13 +137,15 @@ def client(app: Flask) -> FlaskClient:
 @dataclass(frozen=True)
 class World:
     """A small brokerage: broker A runs account `account` (holding 100 AAPL), broker B runs
-    `other_account`; `owner` is the account's client."""
+    `other_account`; `owner` is the account's client. key_a, key_b: the brokers' API keys."""
 
     broker_a: int
     broker_b: int
     owner: int
     account: int
     other_account: int
+    key_a: str
+    key_b: str
 
 
 def make_world(conn: psycopg.Connection[Any]) -> World:
@@ -174,6 +178,8 @@ def make_world(conn: psycopg.Connection[Any]) -> World:
         owner=owner["client_id"],
         account=account["account_id"],
         other_account=other_account["account_id"],
+        key_a=auth.issue_key(conn, a["broker_id"])["api_key"],
+        key_b=auth.issue_key(conn, b["broker_id"])["api_key"],
     )
     buy(conn, world.account, world.broker_a, "AAPL", 100)
     return world
@@ -198,6 +204,16 @@ def buy(
 @pytest.fixture
 def world(conn: psycopg.Connection[Any]) -> World:
     return make_world(conn)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def as_caller(client: FlaskClient, token: str) -> FlaskClient:
+    """Every request of this test client carries the token."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
 
 
 def add_stock(conn: psycopg.Connection[Any], symbol: str) -> None:

@@ -9,9 +9,15 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import World, ledger_snapshot
+from tests.conftest import World, as_caller, ledger_snapshot
 
 PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def client(client: FlaskClient, world: World) -> FlaskClient:
+    """These tests call as broker A, the broker of record of world.account."""
+    return as_caller(client, world.key_a)
 
 
 def trade_body(world: World, **changes: Any) -> dict[str, Any]:
@@ -64,7 +70,7 @@ def test_get_holdings_sorted_without_zero_positions(client: FlaskClient, world: 
 
 
 def test_account_with_no_holdings_answers_an_empty_list(client: FlaskClient, world: World) -> None:
-    response = client.get(f"/getHoldings?account_id={world.other_account}")
+    response = as_caller(client, world.key_b).get(f"/getHoldings?account_id={world.other_account}")
     assert response.get_json() == {"account_id": world.other_account, "holdings": []}
 
 

@@ -9,8 +9,15 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import World, ledger_snapshot
+from tests.conftest import World, as_caller, ledger_snapshot
 from tests.test_api_seed import assert_problem
+
+
+@pytest.fixture
+def client(client: FlaskClient, world: World) -> FlaskClient:
+    """These tests call as broker A, the broker of record of world.account."""
+    return as_caller(client, world.key_a)
+
 
 # A valid body with ACCOUNT / BROKER placeholders filled in per test.
 VALID = {
@@ -71,7 +78,7 @@ POST_CASES: list[tuple[str, Any, str | None, int, str]] = [
         422,
         "invalid_request",
     ),
-    ("broker_id null", body(broker_id=None), "application/json", 422, "invalid_request"),
+    ("broker_id as list", body(broker_id=[1]), "application/json", 422, "invalid_request"),
     ("quantity float", body(quantity=1.0), "application/json", 422, "invalid_request"),
     ("quantity fraction", body(quantity=1.5), "application/json", 422, "invalid_request"),
     ("quantity string", body(quantity="10"), "application/json", 422, "invalid_request"),
@@ -226,7 +233,7 @@ def test_validation_errors_name_every_bad_field(client: FlaskClient, world: Worl
     )
     problem = assert_problem(response, 422, "invalid_request")
     fields = {error["field"] for error in problem["errors"]}
-    assert fields == {"account_id", "broker_id", "symbol", "side", "quantity", "price"}
+    assert fields == {"account_id", "symbol", "side", "quantity", "price"}  # broker_id: the key
 
 
 def test_valid_body_passes_the_same_path(client: FlaskClient, world: World) -> None:

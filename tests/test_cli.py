@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
+from stockledger import migrations
 from stockledger.cli import main
 from tests.conftest import World
 
@@ -143,7 +144,7 @@ def test_broker_owned_account_refused_by_cli(cli: Any) -> None:
 
 
 def test_migrate_reports_the_schema_version(cli: Any) -> None:
-    assert ok_json(cli("migrate", "--json")) == {"schema_version": 2}
+    assert ok_json(cli("migrate", "--json")) == {"schema_version": migrations.latest_version()}
 
 
 def test_verify_passes_on_a_healthy_ledger(cli: Any, world: World) -> None:
@@ -241,7 +242,7 @@ def test_migrate_an_external_database_and_refuse_a_stale_one(pg_server: Any) -> 
         assert stale.exit_code == 1 and "stockledger migrate" in stale.stderr
         first = runner.invoke(main, ["migrate", "--json"], env={"DATABASE_URL": url})
         assert first.exit_code == 0 and "applied migration 0001_ledger" in first.stderr
-        assert json.loads(first.stdout) == {"schema_version": 2}
+        assert json.loads(first.stdout) == {"schema_version": migrations.latest_version()}
         again = runner.invoke(main, ["migrate"], env={"DATABASE_URL": url})
         assert again.exit_code == 0 and "applied" not in again.stderr
     finally:

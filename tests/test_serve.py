@@ -57,7 +57,8 @@ def test_trades_persist_across_serve_restarts(tmp_path: Path) -> None:
             "quantity": 10,
             "price": "187.25",
         }
-        status, first = http("POST", f"{base}/trade", body)
+        key = broker["api_key"]
+        status, first = http("POST", f"{base}/trade", body, key)
         assert status == 201, first
     finally:
         assert server.stop() == 0, server.output()
@@ -67,10 +68,12 @@ def test_trades_persist_across_serve_restarts(tmp_path: Path) -> None:
     server = Served(serve_args, env, tmp_path / "second.log")
     try:
         server.wait_ready(base)
-        status, holdings = http("GET", f"{base}/getHoldings?account_id={account['account_id']}")
+        status, holdings = http(
+            "GET", f"{base}/getHoldings?account_id={account['account_id']}", token=key
+        )
         assert status == 200
         assert holdings["holdings"] == [{"symbol": "AAPL", "quantity": 10}]
-        status, second = http("POST", f"{base}/trade", {**body, "side": "sell", "quantity": 4})
+        status, second = http("POST", f"{base}/trade", {**body, "side": "sell", "quantity": 4}, key)
         assert status == 201
         assert second["trade"]["seq"] == 2 and second["position"]["quantity"] == 6
     finally:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from stockledger import admin, ledger, migrations
+from stockledger import admin, auth, ledger, migrations
 from stockledger.config import Settings
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
@@ -193,6 +193,12 @@ def _serve(
 
     where = "DATABASE_URL" if settings.database_url else f"embedded, data in {settings.data_dir}"
     click.echo(f"stockledger on http://{host}:{port} (PostgreSQL: {where})", err=True)
+    if not settings.admin_token:
+        click.echo(
+            "note: STOCKLEDGER_ADMIN_TOKEN is not set, so no caller is an administrator over "
+            "HTTP; administration works from this command line",
+            err=True,
+        )
     if urls.app == urls.owner:
         click.echo(
             "warning: serving with the schema owner's connection; set "
@@ -276,10 +282,43 @@ def broker() -> None:
 @click.pass_context
 @reports_errors
 def broker_add(ctx: click.Context, name: str, tax_id: str, license_no: str, as_json: bool) -> None:
-    """Register a broker."""
+    """Register a broker and print its first API key (shown only this once)."""
     new = validated(BrokerCreate, name=name, tax_id=tax_id, license_no=license_no)
-    with database_url(ctx.obj) as url, connect(url) as conn:
+    with database_url(ctx.obj) as url, connect(url) as conn, conn.transaction():
         record = admin.add_broker(conn, new)
+        key = auth.issue_key(conn, record["broker_id"])
+    record = {**record, "key_id": key["key_id"], "api_key": key["api_key"]}
+    emit(as_json, record, lambda: describe(record) + "\n(the api_key is not stored: keep it now)")
+
+
+@broker.group("key")
+def broker_key() -> None:
+    """API keys: create one to rotate (old keys keep working), revoke to retire."""
+
+
+@broker_key.command("create")
+@click.option("--broker", "broker_id", required=True, type=int)
+@json_option
+@click.pass_context
+@reports_errors
+def broker_key_create(ctx: click.Context, broker_id: int, as_json: bool) -> None:
+    """Issue a new API key for a broker (shown only this once)."""
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        key = auth.issue_key(conn, broker_id)
+    record = {"broker_id": broker_id, **key}
+    emit(as_json, record, lambda: describe(record))
+
+
+@broker_key.command("revoke")
+@click.option("--broker", "broker_id", required=True, type=int)
+@click.option("--key-id", required=True)
+@json_option
+@click.pass_context
+@reports_errors
+def broker_key_revoke(ctx: click.Context, broker_id: int, key_id: str, as_json: bool) -> None:
+    """Revoke one of a broker's API keys, at once and for good."""
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = auth.revoke_key(conn, broker_id, key_id)
     emit(as_json, record, lambda: describe(record))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from stockledger import admin, ledger
+from stockledger import admin, auth, ledger
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
 
 BROKERS = [
@@ -90,9 +90,9 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def curl_commands(base_url: str, account_id: int, broker_id: int) -> list[str]:
-    """Commands complete on one line each: ids written in, no shell variables."""
-    get = "curl -sS --fail-with-body"
+def curl_commands(base_url: str, account_id: int, api_key: str) -> list[str]:
+    """Commands complete on one line each: ids and key written in, no shell variables."""
+    get = f"curl -sS --fail-with-body -H 'Authorization: Bearer {api_key}'"
 
     def post(body: dict[str, Any]) -> str:
         return (
@@ -100,7 +100,7 @@ def curl_commands(base_url: str, account_id: int, broker_id: int) -> list[str]:
             f"-d {shlex.quote(json.dumps(body))}"
         )
 
-    trade = {"account_id": account_id, "broker_id": broker_id, "symbol": "AAPL"}
+    trade = {"account_id": account_id, "symbol": "AAPL"}
     return [
         f"{get} '{base_url}/getOwner?account_id={account_id}'",
         f"{get} '{base_url}/getHoldings?account_id={account_id}'",
@@ -111,14 +111,22 @@ def curl_commands(base_url: str, account_id: int, broker_id: int) -> list[str]:
 
 
 def instructions(conn: psycopg.Connection[Any], seeded: bool, base_url: str) -> str:
+    """What to try. Keys are stored only as hashes, so each start issues fresh demo keys (old
+    ones keep working until revoked)."""
     accounts = _demo_accounts(conn)
+    keys = {
+        broker_id: auth.issue_key(conn, broker_id)["api_key"]
+        for broker_id in sorted({a["broker_id"] for a in accounts})
+    }
     lines = ["Demo data " + ("created." if seeded else "already present."), "", "Accounts:"]
     lines += [
         f"  account {a['account_id']}: {a['owner']}, broker of record {a['broker_id']}"
         for a in accounts
     ]
+    lines += ["", "API keys (issued for this start):"]
+    lines += [f"  broker {broker_id}: {key}" for broker_id, key in keys.items()]
     first = accounts[0]
     lines += ["", "Try (each line is complete):"]
-    lines += curl_commands(base_url, first["account_id"], first["broker_id"])
+    lines += curl_commands(base_url, first["account_id"], keys[first["broker_id"]])
     lines.append("")
     return "\n".join(lines)

@@ -77,6 +77,10 @@ def not_found(what: str) -> StockledgerError:
     return StockledgerError("not_found", f"{what} not found")
 
 
+# An account that exists but belongs to another broker answers exactly like a missing one.
+ACCOUNT_NOT_FOUND = "account not found"
+
+
 def unavailable(detail: str = "the database is unreachable; retry shortly") -> StockledgerError:
     return StockledgerError("service_unavailable", detail, headers={"Retry-After": "1"})
 
@@ -86,7 +90,8 @@ SQLSTATE_CODES: dict[str, str] = {
     "SL001": "insufficient_holdings",
     "SL002": "out_of_order",
     "SL003": "account_not_open",
-    "SL004": "broker_not_authorized",
+    # Not the broker of record: to that broker the account does not exist (SPEC §2.4).
+    "SL004": "not_found",
     "SL005": "forbidden",
     "SL006": "stock_not_tradable",
     "SL007": "broker_owned_account",
@@ -108,6 +113,7 @@ CONSTRAINT_CODES: dict[str, tuple[str, str]] = {
     ),
     "accounts_client_id_fkey": ("not_found", "client not found"),
     "accounts_broker_id_fkey": ("not_found", "broker not found"),
+    "broker_keys_broker_id_fkey": ("not_found", "broker not found"),
     "trades_account_id_fkey": ("not_found", "account not found"),
     "trades_symbol_fkey": ("stock_not_tradable", "stock not listed"),
     # Reached only by a writer with a stale snapshot (REPEATABLE READ): the seq it computed
@@ -124,6 +130,8 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     sqlstate = exc.sqlstate or ""
     diag = exc.diag
     message = diag.message_primary or "database error"
+    if sqlstate in ("SL004", "SL009"):
+        return not_found("account")
     if sqlstate in SQLSTATE_CODES:
         return StockledgerError(SQLSTATE_CODES[sqlstate], message)
     constraint = diag.constraint_name or ""

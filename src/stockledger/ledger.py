@@ -61,6 +61,8 @@ class TradeResult:
 
 
 def execute_trade(conn: psycopg.Connection[Any], request: TradeRequest) -> TradeResult:
+    if request.broker_id is None:
+        raise ValueError("a trade needs its broker")
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query("trade"), request.model_dump()).fetchone()
     assert row is not None, "trade() returns exactly one row or raises"
@@ -68,9 +70,13 @@ def execute_trade(conn: psycopg.Connection[Any], request: TradeRequest) -> Trade
     return TradeResult(Trade(**row), position)
 
 
-def owner(conn: psycopg.Connection[Any], account_id: int) -> dict[str, Any]:
+def owner(
+    conn: psycopg.Connection[Any], account_id: int, broker_id: int | None = None
+) -> dict[str, Any]:
+    """broker_id: the caller's, to see only its own accounts; None for the operator."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query("account_owner"), {"account_id": account_id}).fetchone()
+        params = {"account_id": account_id, "broker_id": broker_id}
+        row = cur.execute(query("account_owner"), params).fetchone()
     if row is None:
         raise not_found("account")
     return {
@@ -79,8 +85,11 @@ def owner(conn: psycopg.Connection[Any], account_id: int) -> dict[str, Any]:
     }
 
 
-def holdings(conn: psycopg.Connection[Any], account_id: int) -> dict[str, Any]:
-    rows = conn.execute(query("account_holdings"), {"account_id": account_id}).fetchall()
+def holdings(
+    conn: psycopg.Connection[Any], account_id: int, broker_id: int | None = None
+) -> dict[str, Any]:
+    params = {"account_id": account_id, "broker_id": broker_id}
+    rows = conn.execute(query("account_holdings"), params).fetchall()
     if not rows:
         raise not_found("account")
     return {

@@ -76,7 +76,8 @@ class TradeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     account_id: Id
-    broker_id: Id
+    # Optional over HTTP, where the caller's key names the broker; required by the database.
+    broker_id: Id | None = None
     symbol: Symbol
     side: Literal["buy", "sell"]
     quantity: Quantity

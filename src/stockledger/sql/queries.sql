@@ -7,10 +7,14 @@ SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_
 FROM trade(%(account_id)s, %(broker_id)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s,
            %(executed_at)s, %(client_order_id)s);
 
+-- Reads take the caller's broker_id (NULL for the operator): a broker sees only the accounts
+-- whose broker of record it is, and any other account is simply not found.
+
 -- name: account_owner
 SELECT a.account_id, c.client_id, c.name, c.email
 FROM accounts a JOIN clients c ON c.client_id = a.client_id
-WHERE a.account_id = %(account_id)s;
+WHERE a.account_id = %(account_id)s
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
 
 -- name: account_holdings
 -- O(positions of one account) through positions_pkey, whatever the size of the ledger. The
@@ -19,6 +23,7 @@ SELECT a.account_id, p.symbol, p.quantity
 FROM accounts a
 LEFT JOIN positions p ON p.account_id = a.account_id AND p.quantity > 0
 WHERE a.account_id = %(account_id)s
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint)
 ORDER BY p.symbol;
 
 -- name: insert_client
@@ -95,3 +100,18 @@ SELECT t.account_id, t.seq, t.broker_id, a.broker_id AS broker_of_record
 FROM trades t JOIN accounts a ON a.account_id = t.account_id
 WHERE t.broker_id <> a.broker_id
 LIMIT 5;
+
+-- name: insert_broker_key
+INSERT INTO broker_keys (key_id, broker_id, secret_hash)
+VALUES (%(key_id)s, %(broker_id)s, %(secret_hash)s)
+RETURNING key_id, broker_id, created_at;
+
+-- name: revoke_broker_key
+UPDATE broker_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s
+RETURNING key_id, broker_id, created_at, revoked_at;
+
+-- name: broker_key
+SELECT k.broker_id, k.secret_hash, k.revoked_at IS NOT NULL AS revoked, b.status
+FROM broker_keys k JOIN brokers b ON b.broker_id = k.broker_id
+WHERE k.key_id = %(key_id)s;
