@@ -32,6 +32,10 @@ class Settings:
     pool_max_size: int = 4
     # How long a request waits for a pooled connection before answering 503.
     pool_timeout_seconds: float = 5.0
+    # No request can hang: a statement running longer, or waiting longer for a row lock (say,
+    # behind an operator's open transaction on the account), is cancelled and answered 503.
+    statement_timeout_seconds: float = 5.0
+    lock_timeout_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

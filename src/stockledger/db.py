@@ -15,10 +15,17 @@ from stockledger.config import Settings
 SESSION_OPTIONS = "-c TimeZone=UTC"
 
 
-def connection_kwargs() -> dict[str, Any]:
+def connection_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     # autocommit: each business operation is one statement (one function call), so it is its
     # own transaction and costs one round trip; multi-statement work opens conn.transaction().
-    return {"autocommit": True, "options": SESSION_OPTIONS}
+    options = SESSION_OPTIONS
+    if settings is not None:
+        # Server-side limits for the application's sessions (not for migrations or operators).
+        options += (
+            f" -c statement_timeout={int(settings.statement_timeout_seconds * 1000)}"
+            f" -c lock_timeout={int(settings.lock_timeout_seconds * 1000)}"
+        )
+    return {"autocommit": True, "options": options}
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -32,7 +39,7 @@ class Database:
         self.url = url
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
-            kwargs=connection_kwargs(),
+            kwargs=connection_kwargs(settings),
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_seconds,

@@ -122,6 +122,8 @@ CONSTRAINT_CODES: dict[str, tuple[str, str]] = {
 }
 
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, operator intervention
+# statement_timeout and lock_timeout: nothing was written, and a retry may well succeed.
+_TIMEOUTS = {"57014": "the request took too long", "55P03": "the account is busy"}
 _RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock
 
 
@@ -142,6 +144,8 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
         # Integrity (named CHECK, NOT NULL) and data exceptions: the input was invalid.
         extra = {"constraint": constraint} if constraint else {}
         return StockledgerError("invalid_request", message, extra=extra)
+    if sqlstate in _TIMEOUTS:
+        return unavailable(f"{_TIMEOUTS[sqlstate]}; nothing was written, retry shortly")
     if sqlstate in _RETRYABLE:
         return StockledgerError("conflict", "a concurrent change interfered; retry")
     if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
