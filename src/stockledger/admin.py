@@ -6,13 +6,13 @@ statuses) are the database's, and a violation comes back as a translated error.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from stockledger.db import plain_row
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate
 from stockledger.queries import query
 
@@ -21,7 +21,7 @@ def _insert(conn: psycopg.Connection[Any], sql: LiteralString, values: BaseModel
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(sql, values.model_dump()).fetchone()
     assert row is not None
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    return plain_row(row)
 
 
 def add_client(conn: psycopg.Connection[Any], client: ClientCreate) -> dict[str, Any]:

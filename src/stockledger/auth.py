@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from stockledger.db import plain_row
 from stockledger.errors import StockledgerError
 from stockledger.queries import query
 
@@ -66,7 +67,7 @@ def revoke_key(conn: psycopg.Connection[Any], broker_id: int, key_id: str) -> di
         ).fetchone()
     if row is None:
         raise StockledgerError("not_found", "key not found")
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    return plain_row(row)
 
 
 def _unauthenticated(detail: str) -> StockledgerError:

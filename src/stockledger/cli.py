@@ -86,7 +86,7 @@ def database_urls(
             if embedded is not None or migrate:
                 for applied in migrations.migrate(conn):
                     click.echo(f"applied migration {applied.version:04d}_{applied.name}", err=True)
-            elif migrations.applied_versions(conn) != {m.version for m in migrations.available()}:
+            elif migrations.pending(conn):
                 raise StockledgerError(
                     "service_unavailable",
                     "the database schema is not current: run `stockledger migrate`",

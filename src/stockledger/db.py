@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -26,6 +27,11 @@ def connection_kwargs(settings: Settings | None = None) -> dict[str, Any]:
             f" -c lock_timeout={int(settings.lock_timeout_seconds * 1000)}"
         )
     return {"autocommit": True, "options": options}
+
+
+def plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON-ready values: timestamps as RFC 3339 text."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def connect(url: str) -> psycopg.Connection[Any]:

@@ -77,28 +77,26 @@ def not_found(what: str) -> StockledgerError:
     return StockledgerError("not_found", f"{what} not found")
 
 
-# An account that exists but belongs to another broker answers exactly like a missing one.
-ACCOUNT_NOT_FOUND = "account not found"
-
-
 def unavailable(detail: str = "the database is unreachable; retry shortly") -> StockledgerError:
     return StockledgerError("service_unavailable", detail, headers={"Retry-After": "1"})
 
 
-# Private SQLSTATEs raised by the schema's functions and triggers.
-SQLSTATE_CODES: dict[str, str] = {
-    "SL001": "insufficient_holdings",
-    "SL002": "out_of_order",
-    "SL003": "account_not_open",
-    # Not the broker of record: to that broker the account does not exist (SPEC §2.4).
-    "SL004": "not_found",
-    "SL005": "forbidden",
-    "SL006": "stock_not_tradable",
-    "SL007": "broker_owned_account",
-    "SL008": "ledger_append_only",
-    "SL009": "not_found",
-    "SL010": "derived_data",
-    "SL011": "immutable_field",
+# Private SQLSTATEs raised by the schema's functions and triggers: code, and a fixed detail
+# where the database's own message must not reach the caller (None: pass it through).
+SQLSTATE_CODES: dict[str, tuple[str, str | None]] = {
+    "SL001": ("insufficient_holdings", None),
+    "SL002": ("out_of_order", None),
+    "SL003": ("account_not_open", None),
+    # Not the broker of record: to that broker the account does not exist (SPEC §2.4), so it
+    # answers the same bytes as a missing account (SL009).
+    "SL004": ("not_found", "account not found"),
+    "SL005": ("forbidden", None),
+    "SL006": ("stock_not_tradable", None),
+    "SL007": ("broker_owned_account", None),
+    "SL008": ("ledger_append_only", None),
+    "SL009": ("not_found", "account not found"),
+    "SL010": ("derived_data", None),
+    "SL011": ("immutable_field", None),
 }
 
 # Unique and foreign-key constraints whose violation has a meaning of its own.
@@ -132,10 +130,9 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     sqlstate = exc.sqlstate or ""
     diag = exc.diag
     message = diag.message_primary or "database error"
-    if sqlstate in ("SL004", "SL009"):
-        return not_found("account")
     if sqlstate in SQLSTATE_CODES:
-        return StockledgerError(SQLSTATE_CODES[sqlstate], message)
+        code, fixed_detail = SQLSTATE_CODES[sqlstate]
+        return StockledgerError(code, fixed_detail or message)
     constraint = diag.constraint_name or ""
     if constraint in CONSTRAINT_CODES:
         code, detail = CONSTRAINT_CODES[constraint]

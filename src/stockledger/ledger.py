@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from stockledger.db import plain_row
 from stockledger.errors import not_found
 from stockledger.models import PRICE_STEP, TradeRequest
 from stockledger.queries import query
@@ -130,9 +131,5 @@ def verify(conn: psycopg.Connection[Any]) -> list[InvariantCheck]:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for name in INVARIANTS:
             rows = cur.execute(query(f"verify_{name}")).fetchall()
-            results.append(InvariantCheck(name, [_jsonable(r) for r in rows]))
+            results.append(InvariantCheck(name, [plain_row(r) for r in rows]))
     return results
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}

@@ -57,6 +57,11 @@ def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
     return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
 
 
+def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
+    done = applied_versions(conn)
+    return [m for m in available() if m.version not in done]
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
     """Apply pending migrations, each in its own transaction; return those applied here."""
     if not conn.autocommit:

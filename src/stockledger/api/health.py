@@ -7,7 +7,6 @@ from flask import Blueprint, Response, jsonify
 from stockledger import migrations
 from stockledger.api import database
 from stockledger.errors import unavailable
-from stockledger.queries import query
 
 blueprint = Blueprint("health", __name__)
 
@@ -20,10 +19,9 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    expected = migrations.latest_version()
     with database().connection() as conn:
-        row = conn.execute(query("schema_version")).fetchone()
-    version = row[0] if row else 0
-    if version != expected:
-        raise unavailable(f"schema version {version}, expected {expected}: run stockledger migrate")
-    return jsonify({"status": "ready", "schema_version": version})
+        missing = migrations.pending(conn)
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise unavailable(f"migrations pending ({names}): run stockledger migrate")
+    return jsonify({"status": "ready", "schema_version": migrations.latest_version()})

@@ -42,9 +42,6 @@ RETURNING account_id, client_id, broker_id, status, opened_at;
 INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
 RETURNING symbol, name, active, created_at;
 
--- name: schema_version
-SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
-
 -- Ledger invariants, checked by `stockledger verify`. Each query returns violations (at most
 -- a few examples); no row means the invariant holds.
 
