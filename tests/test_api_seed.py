@@ -227,12 +227,15 @@ def test_unknown_route_and_method_are_problems(client: FlaskClient) -> None:
 def test_api_offers_no_way_to_change_the_ledger(
     client: FlaskClient, world: World, method: str
 ) -> None:
-    # Rule 2 through the API: the only write is POST /trade, which appends.
+    # Rule 2 through the API: the only ledger writes are POST /trade and POST /v1/trades,
+    # which append; every other writing route is administration (reference data, statuses).
     assert_problem(client.open("/trade", method=method, json={}), 405, "method_not_allowed")
-    routes = {rule.rule: rule.methods for rule in client.application.url_map.iter_rules()}
+    app = client.application
     writers = {
-        path
-        for path, methods in routes.items()
-        if methods and methods & {"POST", "PUT", "PATCH", "DELETE"}
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.methods
+        and rule.methods & {"POST", "PUT", "PATCH", "DELETE"}
+        and not getattr(app.view_functions[rule.endpoint], "stockledger_admin_only", False)
     }
-    assert writers == {"/trade"}
+    assert writers == {"/trade", "/v1/trades"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,37 +51,68 @@ def creds(conn: psycopg.Connection[Any], world: World) -> Credentials:
 
 
 # The rule of every route. A route missing here fails test_every_route_has_a_rule.
-PUBLIC, ACCOUNT_READ, BROKER_WRITE = "public", "account read", "broker write"
+PUBLIC, ACCOUNT_READ, BROKER_WRITE, ADMIN = "public", "account read", "broker write", "admin"
 ROUTE_RULES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/"): PUBLIC,
+    ("GET", "/docs/openapi.json"): PUBLIC,
+    ("GET", "/docs/swagger"): PUBLIC,
+    ("GET", "/docs/swagger/<path:filename>"): PUBLIC,
+    ("GET", "/docs/static/<path:filename>"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect.html"): PUBLIC,
     ("GET", "/getOwner"): ACCOUNT_READ,
     ("GET", "/getHoldings"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/owner"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/holdings"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/trades"): ACCOUNT_READ,
+    ("GET", "/v1/trades/<int:trade_id>"): ACCOUNT_READ,
     ("POST", "/trade"): BROKER_WRITE,
+    ("POST", "/v1/trades"): BROKER_WRITE,
+    ("POST", "/v1/clients"): ADMIN,
+    ("POST", "/v1/brokers"): ADMIN,
+    ("PATCH", "/v1/brokers/<int:broker_id>"): ADMIN,
+    ("POST", "/v1/brokers/<int:broker_id>/keys"): ADMIN,
+    ("DELETE", "/v1/brokers/<int:broker_id>/keys/<key_id>"): ADMIN,
+    ("POST", "/v1/accounts"): ADMIN,
+    ("PATCH", "/v1/accounts/<int:account_id>"): ADMIN,
+    ("POST", "/v1/stocks"): ADMIN,
 }
 
-# caller -> expected (status, code) for each rule; None for the code means success.
+_REFUSED = {
+    "none": (401, "unauthenticated"),
+    "wrong": (401, "unauthenticated"),
+    "revoked": (401, "unauthenticated"),
+    "suspended": (403, "forbidden"),
+}
+# caller -> expected (status, code) for each rule; None for the code means success, with the
+# success status of the route (OK).
+OK = 0
 EXPECTED: dict[str, dict[str, tuple[int, str | None]]] = {
     PUBLIC: {
-        c: (200, None) for c in ("none", "wrong", "revoked", "other", "suspended", "admin", "valid")
+        c: (OK, None) for c in ("none", "wrong", "revoked", "other", "suspended", "admin", "valid")
     },
     ACCOUNT_READ: {
-        "none": (401, "unauthenticated"),
-        "wrong": (401, "unauthenticated"),
-        "revoked": (401, "unauthenticated"),
+        **_REFUSED,
         "other": (404, "not_found"),
-        "suspended": (403, "forbidden"),
-        "admin": (200, None),
-        "valid": (200, None),
+        "admin": (OK, None),
+        "valid": (OK, None),
     },
     BROKER_WRITE: {
-        "none": (401, "unauthenticated"),
-        "wrong": (401, "unauthenticated"),
-        "revoked": (401, "unauthenticated"),
+        **_REFUSED,
         "other": (404, "not_found"),
-        "suspended": (403, "forbidden"),
         "admin": (403, "forbidden"),
-        "valid": (201, None),
+        "valid": (OK, None),
+    },
+    ADMIN: {
+        **_REFUSED,
+        "other": (403, "forbidden"),
+        "valid": (403, "forbidden"),
+        "admin": (OK, None),
     },
 }
 
@@ -89,7 +121,6 @@ def app_routes(app: Flask) -> set[tuple[str, str]]:
     return {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }
 
@@ -98,39 +129,93 @@ def test_every_route_has_a_rule(app: Flask) -> None:
     assert app_routes(app) == set(ROUTE_RULES)
 
 
-def call(client: FlaskClient, method: str, path: str, world: World, token: str | None) -> Any:
-    headers = bearer(token) if token else {}
-    if path in ("/getOwner", "/getHoldings"):
-        return client.get(f"{path}?account_id={world.account}", headers=headers)
-    if path == "/trade":
-        body = {
-            "account_id": world.account,
-            "symbol": "AAPL",
-            "side": "buy",
-            "quantity": 1,
-            "price": "1",
-        }
-        return client.post(path, json=body, headers=headers)
-    return client.open(path, method=method, headers=headers)
+@dataclass(frozen=True)
+class Target:
+    """Broker A's things, which each cell of the matrix asks for."""
+
+    world: World
+    trade_id: int
+    spare_key_id: str  # a live key of broker A that the admin cell revokes
 
 
-def test_authorization_matrix(client: FlaskClient, world: World, creds: Credentials) -> None:
+def request_for(method: str, rule: str, t: Target) -> tuple[str, Any, int]:
+    """The concrete (path, JSON body, success status) of a route, all about broker A."""
+    w = t.world
+    unique = uuid.uuid4().hex[:8].upper()
+    trade = {"account_id": w.account, "symbol": "AAPL", "side": "buy", "quantity": 1, "price": "1"}
+    concrete: dict[tuple[str, str], tuple[str, Any, int]] = {
+        ("GET", "/docs"): ("/docs", None, 302),
+        ("GET", "/docs/swagger/<path:filename>"): ("/docs/swagger/css/swagger-ui.css", None, 200),
+        ("GET", "/docs/static/<path:filename>"): ("/docs/static/nope.css", None, 404),
+        ("GET", "/getOwner"): (f"/getOwner?account_id={w.account}", None, 200),
+        ("GET", "/getHoldings"): (f"/getHoldings?account_id={w.account}", None, 200),
+        ("POST", "/trade"): ("/trade", trade, 201),
+        ("POST", "/v1/trades"): ("/v1/trades", trade, 201),
+        ("GET", "/v1/trades/<int:trade_id>"): (f"/v1/trades/{t.trade_id}", None, 200),
+        ("POST", "/v1/clients"): ("/v1/clients", {"name": "C", "tax_id": f"C{unique}"}, 201),
+        ("POST", "/v1/brokers"): (
+            "/v1/brokers",
+            {"name": "B", "tax_id": f"B{unique}", "license_no": f"L{unique}"},
+            201,
+        ),
+        ("PATCH", "/v1/brokers/<int:broker_id>"): (
+            f"/v1/brokers/{w.broker_a}",
+            {"status": "active"},
+            200,
+        ),
+        ("POST", "/v1/brokers/<int:broker_id>/keys"): (f"/v1/brokers/{w.broker_a}/keys", None, 201),
+        ("DELETE", "/v1/brokers/<int:broker_id>/keys/<key_id>"): (
+            f"/v1/brokers/{w.broker_a}/keys/{t.spare_key_id}",
+            None,
+            200,
+        ),
+        ("POST", "/v1/accounts"): (
+            "/v1/accounts",
+            {"client_id": w.owner, "broker_id": w.broker_a},
+            201,
+        ),
+        ("PATCH", "/v1/accounts/<int:account_id>"): (
+            f"/v1/accounts/{w.account}",
+            {"status": "open"},
+            200,
+        ),
+        ("POST", "/v1/stocks"): ("/v1/stocks", {"symbol": f"S{unique[:5]}", "name": "S"}, 201),
+    }
+    if (method, rule) in concrete:
+        return concrete[(method, rule)]
+    # The remaining routes take at most the account id in their path.
+    return rule.replace("<int:account_id>", str(w.account)), None, 200
+
+
+@pytest.fixture
+def target(conn: psycopg.Connection[Any], world: World) -> Target:
+    trade = conn.execute(
+        "SELECT trade_id FROM trades WHERE account_id = %s", [world.account]
+    ).fetchone()
+    assert trade is not None
+    return Target(world, trade[0], auth.issue_key(conn, world.broker_a)["key_id"])
+
+
+def test_authorization_matrix(client: FlaskClient, target: Target, creds: Credentials) -> None:
     tokens: dict[str, str | None] = {"none": None, **vars(creds)}
     cells = 0
-    for (method, path), rule in sorted(ROUTE_RULES.items()):
+    for (method, rule), kind in sorted(ROUTE_RULES.items()):
         for who, token in tokens.items():
-            status, code = EXPECTED[rule][who]
-            response = call(client, method, path, world, token)
-            assert response.status_code == status, (method, path, who, response.get_json())
+            status, code = EXPECTED[kind][who]
+            path, body, success = request_for(method, rule, target)
+            headers = bearer(token) if token else {}
+            response = client.open(path, method=method, json=body, headers=headers)
+            expected = status or success
+            assert response.status_code == expected, (method, rule, who, response.get_data()[:300])
             if code:
                 assert response.mimetype == "application/problem+json"
-                assert response.get_json()["code"] == code, (method, path, who)
+                assert response.get_json()["code"] == code, (method, rule, who)
             cells += 1
-    assert cells == len(ROUTE_RULES) * 7
+    assert cells == len(ROUTE_RULES) * 7 == 196
 
 
 def test_matrix_catches_a_route_without_authorization(
-    app: Flask, client: FlaskClient, world: World, creds: Credentials
+    app: Flask, client: FlaskClient, target: Target, creds: Credentials
 ) -> None:
     """The control: a route that forgets to authenticate must break the matrix."""
 
@@ -142,7 +227,7 @@ def test_matrix_catches_a_route_without_authorization(
     ROUTE_RULES[("GET", "/leaky")] = ACCOUNT_READ
     try:
         with pytest.raises(AssertionError):
-            test_authorization_matrix(client, world, creds)
+            test_authorization_matrix(client, target, creds)
     finally:
         del ROUTE_RULES[("GET", "/leaky")]
 

@@ -117,12 +117,18 @@ def test_selling_everything_leaves_zero_which_holdings_omit(conn, world: World) 
         "UPDATE trades SET price = price WHERE false",  # statement level: even zero rows
         "DELETE FROM trades",
         "DELETE FROM trades WHERE false",
-        "TRUNCATE trades",
+        # Alone, TRUNCATE trades stops earlier, at the foreign key from idempotency_keys
+        # (see below); naming both tables, or CASCADE, reaches the ledger's own guard.
+        "TRUNCATE trades, idempotency_keys",
         "TRUNCATE trades CASCADE",
     ],
 )
 def test_ledger_refuses_update_delete_truncate(conn, world: World, statement: str) -> None:
     refused(conn, "SL008", statement)
+
+
+def test_plain_truncate_is_refused_too(conn, world: World) -> None:
+    refused(conn, "0A000", "TRUNCATE trades")
 
 
 def test_row_level_guard_still_refuses_without_the_statement_trigger(conn, world: World) -> None:

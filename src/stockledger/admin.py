@@ -1,6 +1,6 @@
-"""Reference data and accounts: clients, brokers, accounts, stocks.
+"""Reference data and accounts: clients, brokers, accounts, stocks, and their statuses.
 
-Each helper is one INSERT; the rules (unique tax ids, no broker-owned accounts, valid
+Each helper is one statement; the rules (unique tax ids, no broker-owned accounts, valid
 statuses) are the database's, and a violation comes back as a translated error.
 """
 
@@ -12,8 +12,17 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from stockledger import auth
 from stockledger.db import plain_row
-from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate
+from stockledger.errors import not_found
+from stockledger.models import (
+    AccountCreate,
+    AccountStatusChange,
+    BrokerCreate,
+    BrokerStatusChange,
+    ClientCreate,
+    StockCreate,
+)
 from stockledger.queries import query
 
 
@@ -24,12 +33,44 @@ def _insert(conn: psycopg.Connection[Any], sql: LiteralString, values: BaseModel
     return plain_row(row)
 
 
+def _update(
+    conn: psycopg.Connection[Any], sql: LiteralString, params: dict[str, Any], what: str
+) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(sql, params).fetchone()
+    if row is None:
+        raise not_found(what)
+    return plain_row(row)
+
+
 def add_client(conn: psycopg.Connection[Any], client: ClientCreate) -> dict[str, Any]:
     return _insert(conn, query("insert_client"), client)
 
 
 def add_broker(conn: psycopg.Connection[Any], broker: BrokerCreate) -> dict[str, Any]:
     return _insert(conn, query("insert_broker"), broker)
+
+
+def add_broker_with_key(conn: psycopg.Connection[Any], broker: BrokerCreate) -> dict[str, Any]:
+    """A new broker and its first API key, in one transaction: never a broker without a key."""
+    with conn.transaction():
+        record = add_broker(conn, broker)
+        key = auth.issue_key(conn, record["broker_id"])
+    return {**record, "key_id": key["key_id"], "api_key": key["api_key"]}
+
+
+def set_account_status(
+    conn: psycopg.Connection[Any], account_id: int, change: AccountStatusChange
+) -> dict[str, Any]:
+    params = {"account_id": account_id, "status": change.status}
+    return _update(conn, query("set_account_status"), params, "account")
+
+
+def set_broker_status(
+    conn: psycopg.Connection[Any], broker_id: int, change: BrokerStatusChange
+) -> dict[str, Any]:
+    params = {"broker_id": broker_id, "status": change.status}
+    return _update(conn, query("set_broker_status"), params, "broker")
 
 
 def open_account(conn: psycopg.Connection[Any], account: AccountCreate) -> dict[str, Any]:

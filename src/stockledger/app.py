@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
-from stockledger.api import health, problems, seed
+from stockledger import metrics
+from stockledger.api import (
+    accounts,
+    administration,
+    health,
+    openapi,
+    problems,
+    release_connection,
+    seed,
+    strict_json,
+    trades,
+)
 from stockledger.config import Settings
 from stockledger.db import Database
 
@@ -20,13 +32,33 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         raise ValueError("create_app needs a database URL (serve resolves the embedded one)")
     logging.getLogger("stockledger").setLevel(settings.log_level)
 
-    app = Flask("stockledger")
+    app = openapi.create_openapi_app("stockledger")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["stockledger.db"] = Database(url, settings)
+    strict_json.install(app)
+    database = Database(url, settings)
+    app.extensions["stockledger.db"] = database
     app.extensions["stockledger.settings"] = settings
 
     problems.register(app)
-    app.register_blueprint(seed.blueprint)
-    app.register_blueprint(health.blueprint)
+    for blueprint in (seed, accounts, trades, administration, health):
+        app.register_api(blueprint.blueprint)
+    openapi.register_document_routes(app)
+    app.teardown_request(release_connection)
+    _measure_requests(app, database)
     return app
+
+
+def _measure_requests(app: Flask, database: Database) -> None:
+    @app.before_request
+    def start_clock() -> None:
+        g.stockledger_started = time.perf_counter()
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        started = g.get("stockledger_started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            elapsed = time.perf_counter() - started
+            metrics.request_done(request.method, route, response.status_code, elapsed)
+            metrics.pool_observed(database.pool.get_stats())
+        return response

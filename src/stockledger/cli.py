@@ -284,10 +284,8 @@ def broker() -> None:
 def broker_add(ctx: click.Context, name: str, tax_id: str, license_no: str, as_json: bool) -> None:
     """Register a broker and print its first API key (shown only this once)."""
     new = validated(BrokerCreate, name=name, tax_id=tax_id, license_no=license_no)
-    with database_url(ctx.obj) as url, connect(url) as conn, conn.transaction():
-        record = admin.add_broker(conn, new)
-        key = auth.issue_key(conn, record["broker_id"])
-    record = {**record, "key_id": key["key_id"], "api_key": key["api_key"]}
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.add_broker_with_key(conn, new)
     emit(as_json, record, lambda: describe(record) + "\n(the api_key is not stored: keep it now)")
 
 

@@ -97,6 +97,7 @@ SQLSTATE_CODES: dict[str, tuple[str, str | None]] = {
     "SL009": ("not_found", "account not found"),
     "SL010": ("derived_data", None),
     "SL011": ("immutable_field", None),
+    "SL012": ("idempotency_key_reused", None),
 }
 
 # Unique and foreign-key constraints whose violation has a meaning of its own.

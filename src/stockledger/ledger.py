@@ -6,10 +6,12 @@ transaction. With the pool's autocommit connections each call here is its own tr
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
@@ -53,6 +55,8 @@ class Trade:
 class TradeResult:
     trade: Trade
     position_quantity: int
+    # True when an idempotency key replayed an earlier trade instead of executing a new one.
+    replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,14 +65,69 @@ class TradeResult:
         }
 
 
-def execute_trade(conn: psycopg.Connection[Any], request: TradeRequest) -> TradeResult:
+def request_fingerprint(request: TradeRequest) -> bytes:
+    """What "the same request" means for an idempotency key: the same validated trade.
+
+    Hashing the parsed request rather than the raw bytes makes "187.25" and 187.25, key order
+    and whitespace, or one instant written with two offsets, the same request.
+    """
+    canonical = request.model_dump(mode="json")
+    if request.executed_at is not None:
+        canonical["executed_at"] = request.executed_at.astimezone(UTC).isoformat()
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+def execute_trade(
+    conn: psycopg.Connection[Any], request: TradeRequest, idempotency_key: str | None = None
+) -> TradeResult:
     if request.broker_id is None:
         raise ValueError("a trade needs its broker")
+    params = request.model_dump()
+    name: LiteralString = "trade"
+    if idempotency_key is not None:
+        name = "trade_idempotent"
+        params.update(idempotency_key=idempotency_key, request_hash=request_fingerprint(request))
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query("trade"), request.model_dump()).fetchone()
+        row = cur.execute(query(name), params).fetchone()
     assert row is not None, "trade() returns exactly one row or raises"
     position = row.pop("position_quantity")
-    return TradeResult(Trade(**row), position)
+    replayed = row.pop("replayed", False)
+    return TradeResult(Trade(**row), position, replayed)
+
+
+def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -> Trade:
+    with conn.cursor(row_factory=dict_row) as cur:
+        params = {"trade_id": trade_id, "broker_id": broker_id}
+        row = cur.execute(query("trade_by_id"), params).fetchone()
+    if row is None:
+        raise not_found("trade")
+    return Trade(**row)
+
+
+def account(
+    conn: psycopg.Connection[Any], account_id: int, broker_id: int | None = None
+) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        params = {"account_id": account_id, "broker_id": broker_id}
+        row = cur.execute(query("account"), params).fetchone()
+    if row is None:
+        raise not_found("account")
+    return plain_row(row)
+
+
+def trades_after(
+    conn: psycopg.Connection[Any],
+    account_id: int,
+    after_seq: int,
+    filters: dict[str, Any],
+    limit: int,
+) -> list[Trade]:
+    """Up to ``limit`` trades of one account after ``after_seq``, oldest first."""
+    params = {**filters, "account_id": account_id, "after_seq": after_seq, "limit": limit}
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query("account_trades_page"), params).fetchall()
+    return [Trade(**row) for row in rows]
 
 
 def owner(

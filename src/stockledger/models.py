@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -31,6 +32,7 @@ MAX_PRICE = Decimal("1000000000000")
 PRICE_STEP = Decimal("0.0001")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
 CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]{1,255}$"
 _PLAIN_DECIMAL = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,16})?$")
 
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
@@ -106,6 +108,84 @@ class AccountQuery(BaseModel):
     account_id: QueryId
 
 
+MAX_PAGE = 1000
+QueryLimit = Annotated[int, BeforeValidator(_parse_query_id), Strict(), Field(ge=1, le=MAX_PAGE)]
+Cursor = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_-]{1,512}$")]
+
+
+def _require_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "must be an RFC 3339 string")
+    return value
+
+
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_require_text)]
+
+
+class TradeFilters(BaseModel):
+    """The filters of a trade history; a cursor carries them from page to page."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbol: Symbol | None = None
+    side: Literal["buy", "sell"] | None = None
+    since: QueryTime | None = Field(None, description="executed_at at or after (RFC 3339)")
+    until: QueryTime | None = Field(None, description="executed_at strictly before (RFC 3339)")
+    client_order_id: ClientOrderId | None = Field(None, description="look one trade up")
+
+
+class TradePageQuery(TradeFilters):
+    limit: QueryLimit = Field(100, description=f"page size, at most {MAX_PAGE}")
+    cursor: Cursor | None = Field(
+        None, description="next_cursor of the previous page; it keeps that page's filters"
+    )
+
+
+class AccountPath(BaseModel):
+    account_id: Id
+
+
+class TradePath(BaseModel):
+    trade_id: Id
+
+
+class BrokerPath(BaseModel):
+    broker_id: Id
+
+
+class BrokerKeyPath(BaseModel):
+    broker_id: Id
+    key_id: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{16}$")]
+
+
+class IdempotencyHeader(BaseModel):
+    # Every request header reaches this model; only this one is read.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    idempotency_key: Annotated[
+        str | None,
+        Field(pattern=IDEMPOTENCY_KEY_PATTERN),
+        # Documented as the optional string it is (not "string or null").
+        WithJsonSchema({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}),
+    ] = Field(
+        None,
+        alias="Idempotency-Key",
+        description="retry with the same key and body to get the first answer back",
+    )
+
+
+class AccountStatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["open", "frozen", "closed"]
+
+
+class BrokerStatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["active", "suspended"]
+
+
 # Parsing ------------------------------------------------------------------------------------
 
 
@@ -123,21 +203,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Strict JSON: UTF-8, an object, no NaN/Infinity, no duplicate keys, numbers exact."""
-    try:
-        text = body.decode("utf-8")
-        data = json.loads(
-            text,
-            parse_float=Decimal,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_unique_keys,
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise StockledgerError("invalid_request", f"malformed JSON: {exc}", status=400) from exc
-    if not isinstance(data, dict):
-        raise StockledgerError("invalid_request", "the body must be a JSON object", status=400)
-    return data
+def loads_strict(body: str | bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, numbers exact (Decimal).
+
+    Raises ValueError (UnicodeDecodeError is one) for anything else.
+    """
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    return json.loads(
+        text,
+        parse_float=Decimal,
+        parse_constant=_reject_constant,
+        object_pairs_hook=_unique_keys,
+    )
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -154,23 +231,18 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def invalid(exc: ValidationError) -> StockledgerError:
+    """A validation failure as one 422 problem listing every field error."""
+    errors = field_errors(exc)
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return StockledgerError("invalid_request", summary, extra={"errors": errors})
+
+
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = field_errors(exc)
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise StockledgerError("invalid_request", summary, extra={"errors": errors}) from exc
-
-
-def parse_query(args: dict[str, list[str]]) -> dict[str, Any]:
-    """Query parameters: each at most once; unknown ones are left for the model to refuse."""
-    data: dict[str, Any] = {}
-    for key, values in args.items():
-        if len(values) != 1:
-            raise StockledgerError("invalid_request", f"{key} given {len(values)} times")
-        data[key] = values[0]
-    return data
+        raise invalid(exc) from exc
 
 
 # Administration -----------------------------------------------------------------------------

@@ -1,27 +1,41 @@
-"""Probes for the process (healthz) and for its database (readyz)."""
+"""Probes for the process (healthz) and its database (readyz), and the metrics."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
 
-from stockledger import migrations
-from stockledger.api import database
+from stockledger import metrics, migrations
+from stockledger.api import connection
+from stockledger.api.openapi import problems
 from stockledger.errors import unavailable
+from stockledger.responses import Health, Readiness
 
-blueprint = Blueprint("health", __name__)
+TAG = Tag(name="operations", description="Probes and metrics (no credentials)")
+blueprint = APIBlueprint("health", __name__, abp_tags=[TAG])
 
 
-@blueprint.get("/healthz")
+@blueprint.get("/healthz", responses={200: Health})
 def healthz() -> Response:
-    # Alive means the process answers; it must not depend on the database.
+    """The process is alive (never depends on the database)"""
     return jsonify({"status": "ok"})
 
 
-@blueprint.get("/readyz")
+@blueprint.get("/readyz", responses={200: Readiness, **problems(503)})
 def readyz() -> Response:
-    with database().connection() as conn:
-        missing = migrations.pending(conn)
+    """The database is reachable and its schema is current"""
+    missing = migrations.pending(connection())
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise unavailable(f"migrations pending ({names}): run stockledger migrate")
     return jsonify({"status": "ready", "schema_version": migrations.latest_version()})
+
+
+@blueprint.get(
+    "/metrics",
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
+def get_metrics() -> Response:
+    """Prometheus metrics of all the server's workers"""
+    return Response(metrics.exposition(), content_type=metrics.CONTENT_TYPE)

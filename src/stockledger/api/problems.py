@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from stockledger import metrics
 from stockledger.errors import StockledgerError, translate
-from stockledger.models import parse_json_object
 
 _log = logging.getLogger(__name__)
 
@@ -27,25 +26,17 @@ _HTTP_CODES = {
 
 
 def problem_response(error: StockledgerError) -> Response:
+    metrics.rejected(error.code)
     response = Response(json.dumps(error.problem()), error.status, mimetype=PROBLEM_JSON)
     for name, value in error.headers.items():
         response.headers[name] = value
     return response
 
 
-def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 problem. Size is capped by Flask first."""
-    mimetype = request.mimetype
-    if mimetype != "application/json":
-        raise StockledgerError(
-            "invalid_request",
-            f"Content-Type must be application/json, not {mimetype or 'missing'}",
-            status=400,
-        )
-    return parse_json_object(request.get_data(cache=False))
-
-
 def _handle_http(exc: HTTPException) -> Response:
+    if exc.response is not None:
+        # abort(response): an answer already made (a validation problem from flask-openapi3).
+        return exc.response  # type: ignore[return-value]
     status = exc.code or 500
     code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
     detail = {

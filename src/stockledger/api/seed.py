@@ -2,47 +2,35 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
 
 from stockledger import ledger
-from stockledger.api import broker_caller, caller, database
-from stockledger.api.problems import json_body
-from stockledger.errors import StockledgerError
-from stockledger.models import AccountQuery, TradeRequest, parse_query, validate
+from stockledger.api import caller, connection, protect
+from stockledger.api.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
+from stockledger.api.trades import submit_trade
+from stockledger.models import AccountQuery, IdempotencyHeader, TradeRequest
+from stockledger.responses import AccountHoldings, AccountOwner, TradeExecuted
 
-blueprint = Blueprint("seed", __name__)
-
-
-def _account_id() -> int:
-    return validate(AccountQuery, parse_query(request.args.to_dict(flat=False))).account_id
-
-
-@blueprint.get("/getOwner")
-def get_owner() -> Response:
-    with database().connection() as conn:
-        who = caller(conn)
-        return jsonify(ledger.owner(conn, _account_id(), who.broker_id))
+TAG = Tag(name="seed", description="The first three endpoints, kept for compatibility")
+blueprint = APIBlueprint("seed", __name__, abp_tags=[TAG], abp_security=SECURITY)
+protect(blueprint)
 
 
-@blueprint.get("/getHoldings")
-def get_holdings() -> Response:
-    with database().connection() as conn:
-        who = caller(conn)
-        return jsonify(ledger.holdings(conn, _account_id(), who.broker_id))
+@blueprint.get("/getOwner", responses={200: AccountOwner, **ACCOUNT_SCOPED})
+def get_owner(query: AccountQuery) -> Response:
+    """The owner of an account"""
+    return jsonify(ledger.owner(connection(), query.account_id, caller().broker_id))
 
 
-@blueprint.post("/trade")
-def post_trade() -> tuple[Response, int]:
-    with database().connection() as conn:
-        who = broker_caller(conn)
-        trade = with_caller_as_broker(validate(TradeRequest, json_body()), who.broker_id)
-        result = ledger.execute_trade(conn, trade)
-    return jsonify(result.to_json()), 201
+@blueprint.get("/getHoldings", responses={200: AccountHoldings, **ACCOUNT_SCOPED})
+def get_holdings(query: AccountQuery) -> Response:
+    """Current holdings of an account, in real time"""
+    return jsonify(ledger.holdings(connection(), query.account_id, caller().broker_id))
 
 
-def with_caller_as_broker(trade: TradeRequest, broker_id: int | None) -> TradeRequest:
-    if trade.broker_id is not None and trade.broker_id != broker_id:
-        raise StockledgerError(
-            "broker_not_authorized", "broker_id differs from the broker of this API key"
-        )
-    return trade.model_copy(update={"broker_id": broker_id})
+@blueprint.post("/trade", responses={201: TradeExecuted, **WITH_BODY})
+def post_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
+    """Execute one buy or sell (the same as POST /v1/trades)"""
+    return submit_trade(body, header)

@@ -7,6 +7,14 @@ SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_
 FROM trade(%(account_id)s, %(broker_id)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s,
            %(executed_at)s, %(client_order_id)s);
 
+-- name: trade_idempotent
+-- The same, under an idempotency key: a replay returns the stored trade, replayed = true.
+SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
+       client_order_id, position_quantity, replayed
+FROM trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s, %(broker_id)s,
+                      %(symbol)s, %(side)s, %(quantity)s, %(price)s, %(executed_at)s,
+                      %(client_order_id)s);
+
 -- Reads take the caller's broker_id (NULL for the operator): a broker sees only the accounts
 -- whose broker of record it is, and any other account is simply not found.
 
@@ -26,6 +34,36 @@ WHERE a.account_id = %(account_id)s
   AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint)
 ORDER BY p.symbol;
 
+-- name: account
+SELECT account_id, client_id, broker_id, status, opened_at
+FROM accounts
+WHERE account_id = %(account_id)s
+  AND (%(broker_id)s::bigint IS NULL OR broker_id = %(broker_id)s::bigint);
+
+-- name: account_trades_page
+-- Keyset pagination on seq through trades_pkey (account_id, seq). A trade becomes visible
+-- only when it commits, and trades of one account commit in seq order (the account row is
+-- locked until commit), so a page boundary never skips a trade nor shows one twice.
+SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
+       client_order_id
+FROM trades
+WHERE account_id = %(account_id)s
+  AND seq > %(after_seq)s
+  AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s::text)
+  AND (%(side)s::text IS NULL OR side = %(side)s::text)
+  AND (%(since)s::timestamptz IS NULL OR executed_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR executed_at < %(until)s::timestamptz)
+  AND (%(client_order_id)s::text IS NULL OR client_order_id = %(client_order_id)s::text)
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: trade_by_id
+SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
+       t.executed_at, t.seq, t.client_order_id
+FROM trades t JOIN accounts a ON a.account_id = t.account_id
+WHERE t.trade_id = %(trade_id)s
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
+
 -- name: insert_client
 INSERT INTO clients (name, tax_id, email) VALUES (%(name)s, %(tax_id)s, %(email)s)
 RETURNING client_id, name, tax_id, email, created_at;
@@ -41,6 +79,14 @@ RETURNING account_id, client_id, broker_id, status, opened_at;
 -- name: insert_stock
 INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
 RETURNING symbol, name, active, created_at;
+
+-- name: set_account_status
+UPDATE accounts SET status = %(status)s WHERE account_id = %(account_id)s
+RETURNING account_id, client_id, broker_id, status, opened_at;
+
+-- name: set_broker_status
+UPDATE brokers SET status = %(status)s WHERE broker_id = %(broker_id)s
+RETURNING broker_id, name, tax_id, license_no, status, created_at;
 
 -- Ledger invariants, checked by `stockledger verify`. Each query returns violations (at most
 -- a few examples); no row means the invariant holds.

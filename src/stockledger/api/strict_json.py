@@ -1,0 +1,60 @@
+"""Request bodies and query strings, read strictly before any model sees them.
+
+Bodies: Content-Type application/json, UTF-8, one JSON object, no duplicate keys, no NaN, and
+numbers parsed as Decimal (a price is never a float). Anything else is a 400 problem, so a 422
+always means "well-formed but invalid". Query strings: each parameter at most once (the model
+validation that follows would silently take the first).
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from typing import Any
+
+from flask import Flask, Request, current_app, request
+from flask.json.provider import DefaultJSONProvider
+
+from stockledger.errors import StockledgerError
+from stockledger.models import loads_strict
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    sort_keys = False  # answers keep the field order of SPEC §2
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return loads_strict(s)
+
+
+class StrictRequest(Request):
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:
+            mimetype = self.mimetype or "missing"
+            detail = f"Content-Type must be application/json, not {mimetype}"
+        else:
+            detail = f"malformed JSON: {e}"
+        raise StockledgerError("invalid_request", detail, status=400)
+
+
+@cache
+def _takes_body(view: Any) -> bool:
+    # flask-openapi3 validates a body for views with a `body` parameter; the view functions
+    # are wrapped with functools.wraps, so the signature is the original's.
+    return "body" in inspect.signature(view).parameters
+
+
+def read_request() -> None:
+    """before_request of each API blueprint, after authentication."""
+    for name, values in request.args.lists():
+        if len(values) != 1:
+            raise StockledgerError("invalid_request", f"{name} given {len(values)} times")
+    view = current_app.view_functions.get(request.endpoint or "")
+    # Parsed (and cached by Flask) here, so the validator downstream sees this result.
+    if view is not None and _takes_body(view) and not isinstance(request.get_json(), dict):
+        raise StockledgerError("invalid_request", "the body must be a JSON object", status=400)
+
+
+def install(app: Flask) -> None:
+    app.json_provider_class = StrictJSONProvider
+    app.json = StrictJSONProvider(app)
+    app.request_class = StrictRequest

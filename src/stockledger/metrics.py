@@ -1,0 +1,85 @@
+"""Prometheus metrics: requests by route and status, trades, rejections by code, the pool.
+
+Under gunicorn each worker is a process, so `serve` points PROMETHEUS_MULTIPROC_DIR at a
+fresh directory before any worker starts: every worker writes its samples there and /metrics,
+whichever worker answers it, sums them all. Without it (tests, a single process) the default
+in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REQUESTS = Counter(
+    "stockledger_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "stockledger_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TRADES = Counter("stockledger_trades_executed_total", "Trades executed (not replays)", ["side"])
+REJECTIONS = Counter(
+    "stockledger_rejections_total", "Requests answered with a problem, by code", ["code"]
+)
+# livesum: the pools of all live workers add up; a dead worker's samples are dropped.
+POOL_SIZE = Gauge(
+    "stockledger_db_pool_connections", "Connections open in the pools", multiprocess_mode="livesum"
+)
+POOL_IDLE = Gauge(
+    "stockledger_db_pool_connections_idle", "Idle pooled connections", multiprocess_mode="livesum"
+)
+POOL_WAITING = Gauge(
+    "stockledger_db_pool_requests_waiting",
+    "Requests waiting for a pooled connection",
+    multiprocess_mode="livesum",
+)
+
+
+def request_done(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def trade_executed(side: str) -> None:
+    TRADES.labels(side).inc()
+
+
+def rejected(code: str) -> None:
+    REJECTIONS.labels(code).inc()
+
+
+def pool_observed(stats: dict[str, Any]) -> None:
+    POOL_SIZE.set(stats.get("pool_size", 0))
+    POOL_IDLE.set(stats.get("pool_available", 0))
+    POOL_WAITING.set(stats.get("requests_waiting", 0))
+
+
+def exposition() -> bytes:
+    """The Prometheus text format of every process's samples."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def worker_exited(pid: int) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,136 @@
+"""Shapes of what the API answers, for its OpenAPI document.
+
+The views build their JSON from database rows (ledger.Trade.to_json and friends); these models
+describe that JSON so the published schema can be checked against real answers (the fuzzing
+test does, for every response it sees).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DecimalText = Field(pattern=r"^[0-9]+\.[0-9]{4}$", examples=["187.2500"])
+Timestamp = Field(description="RFC 3339 with a UTC offset")
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457), always as application/problem+json, with a stable code."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = Field(None, description="field errors (422)")
+
+
+class Trade(BaseModel):
+    trade_id: int
+    account_id: int
+    broker_id: int
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: int
+    price: str = DecimalText
+    executed_at: str = Timestamp
+    seq: int = Field(description="the account's gapless sequence number, from 1")
+    client_order_id: str | None
+
+
+class Position(BaseModel):
+    symbol: str
+    quantity: int
+
+
+class TradeExecuted(BaseModel):
+    trade: Trade
+    position: Position = Field(description="the account's position right after the trade")
+
+
+class TradePage(BaseModel):
+    trades: list[Trade] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="null on the last page")
+
+
+class OwnerOf(BaseModel):
+    client_id: int
+    name: str
+    email: str | None
+
+
+class AccountOwner(BaseModel):
+    account_id: int
+    owner: OwnerOf
+
+
+class Holding(BaseModel):
+    symbol: str
+    quantity: int
+
+
+class AccountHoldings(BaseModel):
+    account_id: int
+    holdings: list[Holding] = Field(description="sorted by symbol, zero positions omitted")
+
+
+class Account(BaseModel):
+    account_id: int
+    client_id: int
+    broker_id: int
+    status: Literal["open", "frozen", "closed"]
+    opened_at: str = Timestamp
+
+
+class Client(BaseModel):
+    client_id: int
+    name: str
+    tax_id: str
+    email: str | None
+    created_at: str = Timestamp
+
+
+class Broker(BaseModel):
+    broker_id: int
+    name: str
+    tax_id: str
+    license_no: str
+    status: Literal["active", "suspended"]
+    created_at: str = Timestamp
+
+
+class IssuedKey(BaseModel):
+    key_id: str
+    api_key: str = Field(description="shown this once; only its hash is stored")
+    created_at: str = Timestamp
+
+
+class BrokerWithKey(Broker):
+    key_id: str
+    api_key: str = Field(description="shown this once; only its hash is stored")
+
+
+class RevokedKey(BaseModel):
+    key_id: str
+    broker_id: int
+    created_at: str = Timestamp
+    revoked_at: str = Timestamp
+
+
+class Stock(BaseModel):
+    symbol: str
+    name: str
+    active: bool
+    created_at: str = Timestamp
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    schema_version: int | None = None
