@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Served, clean_env, free_port, http, run_cli
+from tests.processes import Served, clean_env, free_port, http, http_text, run_cli
 
 
 def test_trades_persist_across_serve_restarts(tmp_path: Path) -> None:
@@ -104,3 +104,23 @@ def test_demo_prints_curl_commands_that_work(tmp_path: Path) -> None:
                 assert '"code"' not in result.stdout, (command, result.stdout)
         finally:
             assert demo.stop() == 0, demo.output()
+
+
+def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--workers", "2"]
+    server = Served(args, clean_env(), tmp_path / "serve.log")
+    try:
+        server.wait_ready(base)
+        for _ in range(40):
+            assert http("GET", f"{base}/healthz")[0] == 200
+        # Whichever worker answers, it reports the samples of both.
+        for _ in range(6):
+            text = http_text(f"{base}/metrics")
+            line = 'stockledger_http_requests_total{method="GET",route="/healthz",status="200"}'
+            counts = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
+            assert counts and counts[0] >= 40, text[:2000]
+            assert "stockledger_db_pool_connections" in text
+    finally:
+        assert server.stop() == 0, server.output()

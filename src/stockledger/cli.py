@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -228,10 +229,15 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
     from stockledger import demo as demo_data
 
     settings = settings_from(ctx, data_dir)
+    if not settings.admin_token:
+        # The demo shows administration too: an admin token for this run only.
+        settings = settings.with_overrides(admin_token=secrets.token_urlsafe(24))
+    assert settings.admin_token is not None
     with database_urls(settings, migrate=True) as urls:
         with connect(urls.owner) as conn:
             seeded = demo_data.seed(conn)
-            click.echo(demo_data.instructions(conn, seeded, f"http://{host}:{port}"))
+            base_url = f"http://{host}:{port}"
+            click.echo(demo_data.instructions(conn, seeded, base_url, settings.admin_token))
         sys.stdout.flush()
         _serve(settings, urls, host, port, workers, 4, access_log=True)
 

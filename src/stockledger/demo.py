@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 from decimal import Decimal
 from typing import Any
@@ -90,27 +91,36 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def curl_commands(base_url: str, account_id: int, api_key: str) -> list[str]:
-    """Commands complete on one line each: ids and key written in, no shell variables."""
-    get = f"curl -sS --fail-with-body -H 'Authorization: Bearer {api_key}'"
+def curl_commands(base_url: str, account_id: int, api_key: str, admin_token: str) -> list[str]:
+    """Commands complete on one line each: ids and keys written in, no shell variables."""
+    curl = "curl -sS --fail-with-body"
+    get = f"{curl} -H 'Authorization: Bearer {api_key}'"
+    as_admin = f"{curl} -H 'Authorization: Bearer {admin_token}'"
+    json_header = "-H 'Content-Type: application/json'"
 
-    def post(body: dict[str, Any]) -> str:
-        return (
-            f"{get} -X POST {base_url}/trade -H 'Content-Type: application/json' "
-            f"-d {shlex.quote(json.dumps(body))}"
-        )
+    def post(path: str, body: dict[str, Any], extra: str = "") -> str:
+        data = shlex.quote(json.dumps(body))
+        return f"{get} -X POST {base_url}{path} {json_header}{extra} -d {data}"
 
     trade = {"account_id": account_id, "symbol": "AAPL"}
+    # A fresh key per start: run the line twice to see the second answer replayed.
+    idempotency = f" -H 'Idempotency-Key: demo-{secrets.token_hex(4)}'"
     return [
         f"{get} '{base_url}/getOwner?account_id={account_id}'",
         f"{get} '{base_url}/getHoldings?account_id={account_id}'",
-        post({**trade, "side": "buy", "quantity": 10, "price": "187.25"}),
-        post({**trade, "side": "sell", "quantity": 5, "price": "188.10"}),
-        f"{get} {base_url}/readyz",
+        post("/trade", {**trade, "side": "buy", "quantity": 10, "price": "187.25"}),
+        post("/trade", {**trade, "side": "sell", "quantity": 5, "price": "188.10"}),
+        post("/v1/trades", {**trade, "side": "buy", "quantity": 1, "price": "187.50"}, idempotency),
+        f"{get} '{base_url}/v1/accounts/{account_id}/trades?limit=3'",
+        f"{as_admin} -X PATCH {base_url}/v1/accounts/{account_id} {json_header} "
+        + '-d \'{"status": "open"}\'',
+        f"{curl} {base_url}/readyz",
     ]
 
 
-def instructions(conn: psycopg.Connection[Any], seeded: bool, base_url: str) -> str:
+def instructions(
+    conn: psycopg.Connection[Any], seeded: bool, base_url: str, admin_token: str
+) -> str:
     """What to try. Keys are stored only as hashes, so each start issues fresh demo keys (old
     ones keep working until revoked)."""
     accounts = _demo_accounts(conn)
@@ -125,8 +135,9 @@ def instructions(conn: psycopg.Connection[Any], seeded: bool, base_url: str) -> 
     ]
     lines += ["", "API keys (issued for this start):"]
     lines += [f"  broker {broker_id}: {key}" for broker_id, key in keys.items()]
+    lines += [f"  admin token: {admin_token}"]
     first = accounts[0]
-    lines += ["", "Try (each line is complete):"]
-    lines += curl_commands(base_url, first["account_id"], keys[first["broker_id"]])
+    lines += ["", f"Try (each line is complete; API docs at {base_url}/docs):"]
+    lines += curl_commands(base_url, first["account_id"], keys[first["broker_id"]], admin_token)
     lines.append("")
     return "\n".join(lines)

@@ -53,7 +53,7 @@ def trade_page(
 ) -> dict[str, Any]:
     """One page of {"trades": [...], "next_cursor": ...}; 404 for an account not the caller's."""
     ledger.account(conn, account_id, broker_id)
-    asked = TradeFilters.model_validate(query.model_dump(exclude={"limit", "cursor"}))
+    asked = TradeFilters.model_validate(query.model_dump(mode="json", exclude={"limit", "cursor"}))
     filters, after_seq = asked, 0
     if query.cursor is not None:
         state = decode_cursor(query.cursor)

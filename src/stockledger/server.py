@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from stockledger.config import Settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (stockledger.metrics)
 
 
 class StockledgerServer(BaseApplication):  # type: ignore[misc]
@@ -34,6 +39,29 @@ def _close_pool(worker: Any) -> None:
         db.close()
 
 
+def _metrics_directory() -> str | None:
+    """Where the workers' Prometheus samples meet: the operator's, or a fresh one per run
+    (returned, to be removed at exit). Set before any worker imports prometheus_client, which
+    reads it at import time."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    directory = tempfile.mkdtemp(prefix="stockledger-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory
+
+
+def _remove(directory: str | None) -> None:
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _forget_worker(_arbiter: Any, worker: Any) -> None:
+    # A dead worker's gauges (its pool) must stop counting; its counters stay in the totals.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def serve(
     settings: Settings,
     database_url: str,
@@ -47,6 +75,7 @@ def serve(
     # Each worker's pool holds up to one connection per thread: a request never waits for a
     # connection another thread of the same worker could have returned.
     settings = settings.with_overrides(pool_max_size=threads)
+    own_metrics_directory = _metrics_directory()
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -58,6 +87,8 @@ def serve(
         "graceful_timeout": 10,
         "timeout": 30,
         "worker_exit": lambda _arbiter, worker: _close_pool(worker),
+        "child_exit": _forget_worker,
+        "on_exit": lambda _arbiter: _remove(own_metrics_directory),
         "proc_name": "stockledger",
     }
     StockledgerServer(settings, database_url, options).run()
