@@ -227,8 +227,8 @@ def test_unknown_route_and_method_are_problems(client: FlaskClient) -> None:
 def test_api_offers_no_way_to_change_the_ledger(
     client: FlaskClient, world: World, method: str
 ) -> None:
-    # Rule 2 through the API: the only ledger writes are POST /trade and POST /v1/trades,
-    # which append; every other writing route is administration (reference data, statuses).
+    # Rule 2 through the API: the only ledger writes are POST /trade, /v1/trades and
+    # /v1/trades/batch, which append; every other writing route is administration (reference data, statuses).
     assert_problem(client.open("/trade", method=method, json={}), 405, "method_not_allowed")
     app = client.application
     writers = {
@@ -238,4 +238,4 @@ def test_api_offers_no_way_to_change_the_ledger(
         and rule.methods & {"POST", "PUT", "PATCH", "DELETE"}
         and not getattr(app.view_functions[rule.endpoint], "stockledger_admin_only", False)
     }
-    assert writers == {"/trade", "/v1/trades"}
+    assert writers == {"/trade", "/v1/trades", "/v1/trades/batch"}

@@ -73,6 +73,7 @@ ROUTE_RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/trades/<int:trade_id>"): ACCOUNT_READ,
     ("POST", "/trade"): BROKER_WRITE,
     ("POST", "/v1/trades"): BROKER_WRITE,
+    ("POST", "/v1/trades/batch"): BROKER_WRITE,
     ("POST", "/v1/clients"): ADMIN,
     ("POST", "/v1/brokers"): ADMIN,
     ("PATCH", "/v1/brokers/<int:broker_id>"): ADMIN,
@@ -151,6 +152,7 @@ def request_for(method: str, rule: str, t: Target) -> tuple[str, Any, int]:
         ("GET", "/getHoldings"): (f"/getHoldings?account_id={w.account}", None, 200),
         ("POST", "/trade"): ("/trade", trade, 201),
         ("POST", "/v1/trades"): ("/v1/trades", trade, 201),
+        ("POST", "/v1/trades/batch"): ("/v1/trades/batch", {"trades": [trade, trade]}, 201),
         ("GET", "/v1/trades/<int:trade_id>"): (f"/v1/trades/{t.trade_id}", None, 200),
         ("POST", "/v1/clients"): ("/v1/clients", {"name": "C", "tax_id": f"C{unique}"}, 201),
         ("POST", "/v1/brokers"): (
@@ -211,7 +213,7 @@ def test_authorization_matrix(client: FlaskClient, target: Target, creds: Creden
                 assert response.mimetype == "application/problem+json"
                 assert response.get_json()["code"] == code, (method, rule, who)
             cells += 1
-    assert cells == len(ROUTE_RULES) * 7 == 196
+    assert cells == len(ROUTE_RULES) * 7 == 203
 
 
 def test_matrix_catches_a_route_without_authorization(

@@ -1,5 +1,5 @@
-"""Model-based test: random sequences of trades and status changes over several accounts and
-symbols. The database must accept exactly what a tiny Python model of the rules accepts, and
+"""Model-based test: random sequences of trades, all-or-nothing batches and status changes over
+several accounts and symbols. The database must accept exactly what a tiny Python model of the rules accepts, and
 `holds`, `positions` and the model must agree after every step."""
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ trade_op = st.tuples(
 status_op = st.tuples(
     st.just("status"), st.integers(0, ACCOUNTS - 1), st.sampled_from(["open", "frozen", "closed"])
 )
-operations = st.lists(st.one_of(trade_op, trade_op, trade_op, status_op), min_size=1, max_size=40)
+batch_op = st.tuples(st.just("batch"), st.lists(trade_op, min_size=1, max_size=6))
+operations = st.lists(
+    st.one_of(trade_op, trade_op, trade_op, status_op, batch_op), min_size=1, max_size=40
+)
 
 
 def fresh_accounts(conn: psycopg.Connection[Any]) -> tuple[int, list[int]]:
@@ -87,22 +90,16 @@ def test_database_accepts_exactly_what_the_model_accepts(
     status = {a: "open" for a in accounts}
     expected_seq = {a: 0 for a in accounts}
 
-    for op in ops:
-        if op[0] == "status":
-            _, i, new_status = op
-            conn.execute(
-                "UPDATE accounts SET status = %s WHERE account_id = %s", [new_status, accounts[i]]
-            )
-            status[accounts[i]] = new_status
-            continue
-        _, i, symbol, side, quantity = op
+    def model_refusal(
+        held: dict[tuple[int, str], int], trade: tuple[Any, ...]
+    ) -> tuple[str | None, TradeRequest]:
+        _, i, symbol, side, quantity = trade
         account = accounts[i]
+        code = None
         if status[account] != "open":
-            model_code = "account_not_open"
-        elif side == "sell" and model[(account, symbol)] < quantity:
-            model_code = "insufficient_holdings"
-        else:
-            model_code = None
+            code = "account_not_open"
+        elif side == "sell" and held[(account, symbol)] < quantity:
+            code = "insufficient_holdings"
         request = TradeRequest(
             account_id=account,
             broker_id=broker,
@@ -111,17 +108,52 @@ def test_database_accepts_exactly_what_the_model_accepts(
             quantity=quantity,
             price=Decimal("1.5"),
         )
-        try:
-            result = ledger.execute_trade(conn, request)
-            db_code = None
-        except psycopg.Error as exc:
-            db_code = errors.from_database(exc).code
-        assert db_code == model_code, (op, dict(model))
-        if model_code is None:
-            model[(account, symbol)] += quantity if side == "buy" else -quantity
-            expected_seq[account] += 1
-            assert result.position_quantity == model[(account, symbol)]
-            assert result.trade.seq == expected_seq[account]
+        return code, request
+
+    for op in ops:
+        if op[0] == "batch":
+            after = defaultdict(int, model)
+            model_failure: tuple[int, str] | None = None
+            requests = []
+            for index, trade in enumerate(op[1]):
+                code, request = model_refusal(after, trade)
+                requests.append(request)
+                if code is not None and model_failure is None:
+                    model_failure = (index, code)
+                key = (request.account_id, request.symbol)
+                after[key] += request.quantity if request.side == "buy" else -request.quantity
+            try:
+                executed = ledger.execute_batch(conn, broker, requests)
+                db_failure = None
+            except psycopg.Error as exc:
+                error = errors.from_database(exc)
+                db_failure = (error.extra.get("batch_index"), error.code)
+            assert db_failure == model_failure, (op, dict(model))
+            if model_failure is None:
+                model = after
+                for trade in executed:
+                    expected_seq[trade.account_id] += 1
+                    assert trade.seq == expected_seq[trade.account_id]
+        elif op[0] == "status":
+            _, i, new_status = op
+            conn.execute(
+                "UPDATE accounts SET status = %s WHERE account_id = %s", [new_status, accounts[i]]
+            )
+            status[accounts[i]] = new_status
+        else:
+            model_code, request = model_refusal(model, op)
+            try:
+                result = ledger.execute_trade(conn, request)
+                db_code = None
+            except psycopg.Error as exc:
+                db_code = errors.from_database(exc).code
+            assert db_code == model_code, (op, dict(model))
+            if model_code is None:
+                key = (request.account_id, request.symbol)
+                model[key] += request.quantity if request.side == "buy" else -request.quantity
+                expected_seq[request.account_id] += 1
+                assert result.position_quantity == model[key]
+                assert result.trade.seq == expected_seq[request.account_id]
 
         positions, holds = database_views(conn, accounts)
         expected = {k: v for k, v in model.items() if v != 0}

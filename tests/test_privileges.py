@@ -33,6 +33,7 @@ FORBIDDEN = [
     "UPDATE accounts SET client_id = client_id",
     "UPDATE clients SET tax_id = tax_id",
     "SELECT trades_admit()",
+    "SELECT trades_admit_batch()",
     # Idempotency claims are written only by trade_idempotent(): a forged or deleted claim
     # would replay the wrong trade or execute a retry twice.
     "INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash) VALUES ({broker}, {account}, 'k', sha256('x'))",

@@ -27,6 +27,8 @@ class Settings:
     admin_token: str | None = None
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_BODY_LIMIT
+    # POST /v1/trades/batch only: 1,000 trades of up to ~300 bytes each.
+    max_batch_body_bytes: int = 512 * 1024
     # Connections per process; each gunicorn worker has its own pool.
     pool_min_size: int = 1
     pool_max_size: int = 4

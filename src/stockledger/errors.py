@@ -8,6 +8,7 @@ problem+json (RFC 9457) and the CLI as a one-line message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,8 +114,6 @@ CONSTRAINT_CODES: dict[str, tuple[str, str]] = {
     "accounts_client_id_fkey": ("not_found", "client not found"),
     "accounts_broker_id_fkey": ("not_found", "broker not found"),
     "broker_keys_broker_id_fkey": ("not_found", "broker not found"),
-    "trades_account_id_fkey": ("not_found", "account not found"),
-    "trades_symbol_fkey": ("stock_not_tradable", "stock not listed"),
     # Reached only by a writer with a stale snapshot (REPEATABLE READ): the seq it computed
     # was taken by a concurrent trade. Nothing was written; a retry succeeds.
     "trades_pkey": ("conflict", "a concurrent trade took this sequence number; retry"),
@@ -126,6 +125,18 @@ _TIMEOUTS = {"57014": "the request took too long", "55P03": "the account is busy
 _RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock
 
 
+def _batch_position(diag: Any) -> dict[str, Any]:
+    """{"batch_index": i} when a batch was refused: which trade broke the rule."""
+    detail = diag.message_detail or ""
+    if not detail.startswith("{"):
+        return {}
+    try:
+        index = json.loads(detail).get("batch_index")
+    except ValueError:
+        return {}
+    return {"batch_index": index} if isinstance(index, int) else {}
+
+
 def from_database(exc: psycopg.Error) -> StockledgerError:
     """Translate a driver error by SQLSTATE and constraint name."""
     sqlstate = exc.sqlstate or ""
@@ -133,7 +144,7 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     message = diag.message_primary or "database error"
     if sqlstate in SQLSTATE_CODES:
         code, fixed_detail = SQLSTATE_CODES[sqlstate]
-        return StockledgerError(code, fixed_detail or message)
+        return StockledgerError(code, fixed_detail or message, extra=_batch_position(diag))
     constraint = diag.constraint_name or ""
     if constraint in CONSTRAINT_CODES:
         code, detail = CONSTRAINT_CODES[constraint]
@@ -141,7 +152,7 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     if sqlstate.startswith("23") or sqlstate.startswith("22") or sqlstate == "428C9":
         # Integrity (named CHECK, NOT NULL) and data exceptions: the input was invalid.
         extra = {"constraint": constraint} if constraint else {}
-        return StockledgerError("invalid_request", message, extra=extra)
+        return StockledgerError("invalid_request", message, extra=extra | _batch_position(diag))
     if sqlstate in _TIMEOUTS:
         return unavailable(f"{_TIMEOUTS[sqlstate]}; nothing was written, retry shortly")
     if sqlstate in _RETRYABLE:

@@ -96,6 +96,26 @@ def execute_trade(
     return TradeResult(Trade(**row), position, replayed)
 
 
+def execute_batch(
+    conn: psycopg.Connection[Any], broker_id: int, trades: list[TradeRequest]
+) -> list[Trade]:
+    """All or nothing, in order: one round trip to trade_batch(), checked set-wise."""
+    columns: dict[str, list[Any]] = {
+        "account_ids": [t.account_id for t in trades],
+        "symbols": [t.symbol for t in trades],
+        "sides": [t.side for t in trades],
+        "quantities": [t.quantity for t in trades],
+        "prices": [t.price for t in trades],
+        "executed_ats": [t.executed_at for t in trades],
+        "client_order_ids": [t.client_order_id for t in trades],
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query("trade_batch"), {"broker_id": broker_id, **columns}).fetchall()
+    for row in rows:
+        del row["batch_id"]
+    return sorted((Trade(**row) for row in rows), key=lambda t: t.trade_id)
+
+
 def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -> Trade:
     with conn.cursor(row_factory=dict_row) as cur:
         params = {"trade_id": trade_id, "broker_id": broker_id}

@@ -57,8 +57,8 @@ def request_done(method: str, route: str, status: int, seconds: float) -> None:
     LATENCY.labels(method, route).observe(seconds)
 
 
-def trade_executed(side: str) -> None:
-    TRADES.labels(side).inc()
+def trade_executed(side: str, count: int = 1) -> None:
+    TRADES.labels(side).inc(count)
 
 
 def rejected(code: str) -> None:

@@ -88,6 +88,17 @@ class TradeRequest(BaseModel):
     client_order_id: ClientOrderId | None = None
 
 
+MAX_BATCH = 1000
+
+
+class TradeBatchRequest(BaseModel):
+    """Up to 1,000 trades of the calling broker, executed all or nothing, in this order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trades: list[TradeRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 def _parse_query_id(value: object) -> object:
     # Query values arrive as text; accept plain digits only (not "1.0", " 1", "+1", "1e3").
     if isinstance(value, str):

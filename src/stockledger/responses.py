@@ -51,6 +51,10 @@ class TradeExecuted(BaseModel):
     position: Position = Field(description="the account's position right after the trade")
 
 
+class TradeBatch(BaseModel):
+    trades: list[Trade] = Field(description="in batch order")
+
+
 class TradePage(BaseModel):
     trades: list[Trade] = Field(description="oldest first")
     next_cursor: str | None = Field(description="null on the last page")

@@ -9,14 +9,17 @@ validation that follows would silently take the first).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Request, current_app, request
 from flask.json.provider import DefaultJSONProvider
 
 from stockledger.errors import StockledgerError
 from stockledger.models import loads_strict
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -49,9 +52,22 @@ def read_request() -> None:
         if len(values) != 1:
             raise StockledgerError("invalid_request", f"{name} given {len(values)} times")
     view = current_app.view_functions.get(request.endpoint or "")
+    limit = getattr(view, "stockledger_body_limit", None)
+    if limit is not None:
+        request.max_content_length = limit(current_app)
     # Parsed (and cached by Flask) here, so the validator downstream sees this result.
     if view is not None and _takes_body(view) and not isinstance(request.get_json(), dict):
         raise StockledgerError("invalid_request", "the body must be a JSON object", status=400)
+
+
+def larger_body(limit: Callable[[Flask], int]) -> Callable[[F], F]:
+    """Mark a view whose body may exceed the app's limit (MAX_CONTENT_LENGTH)."""
+
+    def mark(view: F) -> F:
+        view.stockledger_body_limit = limit  # type: ignore[attr-defined]
+        return view
+
+    return mark
 
 
 def install(app: Flask) -> None:

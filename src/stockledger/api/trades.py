@@ -7,25 +7,31 @@ from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 
 from stockledger import ledger, metrics
-from stockledger.api import broker_caller, caller, connection, protect
+from stockledger.api import broker_caller, caller, connection, protect, settings
 from stockledger.api.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
+from stockledger.api.strict_json import larger_body
 from stockledger.errors import StockledgerError
-from stockledger.models import IdempotencyHeader, TradePath, TradeRequest
-from stockledger.responses import Trade, TradeExecuted
+from stockledger.models import IdempotencyHeader, TradeBatchRequest, TradePath, TradeRequest
+from stockledger.responses import Trade, TradeBatch, TradeExecuted
 
 TAG = Tag(name="trades", description="Execute trades and look them up")
 blueprint = APIBlueprint("trades", __name__, abp_tags=[TAG], abp_security=SECURITY)
 protect(blueprint)
 
 
-def submit_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
-    """Execute one trade for the calling broker; replay it for a repeated Idempotency-Key."""
-    who = broker_caller()
-    if body.broker_id is not None and body.broker_id != who.broker_id:
+def as_caller(trade: TradeRequest, broker_id: int | None) -> TradeRequest:
+    """The trade with the caller as its broker; a different body broker_id is refused."""
+    if trade.broker_id is not None and trade.broker_id != broker_id:
         raise StockledgerError(
             "broker_not_authorized", "broker_id differs from the broker of this API key"
         )
-    trade = body.model_copy(update={"broker_id": who.broker_id})
+    return trade.model_copy(update={"broker_id": broker_id})
+
+
+def submit_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
+    """Execute one trade for the calling broker; replay it for a repeated Idempotency-Key."""
+    who = broker_caller()
+    trade = as_caller(body, who.broker_id)
     result = ledger.execute_trade(connection(), trade, header.idempotency_key)
     response = jsonify(result.to_json())
     if result.replayed:
@@ -45,6 +51,24 @@ def post_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response,
     (broker, account).
     """
     return submit_trade(body, header)
+
+
+@blueprint.post("/v1/trades/batch", responses={201: TradeBatch, **WITH_BODY})
+@larger_body(lambda app: settings().max_batch_body_bytes)
+def post_trade_batch(body: TradeBatchRequest) -> tuple[Response, int]:
+    """Execute up to 1,000 trades all or nothing
+
+    Every rule holds for each trade, in order (a sell may use a buy earlier in the batch).
+    The first trade that breaks a rule rejects the whole batch: the problem carries its
+    batch_index (from 0) and the rule's code, and nothing is written.
+    """
+    who = broker_caller()
+    assert who.broker_id is not None
+    trades = [as_caller(trade, who.broker_id) for trade in body.trades]
+    executed = ledger.execute_batch(connection(), who.broker_id, trades)
+    for side in ("buy", "sell"):
+        metrics.trade_executed(side, sum(t.side == side for t in executed))
+    return jsonify({"trades": [t.to_json() for t in executed]}), 201
 
 
 @blueprint.get("/v1/trades/<int:trade_id>", responses={200: Trade, **ACCOUNT_SCOPED})

@@ -15,6 +15,14 @@ FROM trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s, %(b
                       %(symbol)s, %(side)s, %(quantity)s, %(price)s, %(executed_at)s,
                       %(client_order_id)s);
 
+-- name: trade_batch
+-- All or nothing: one element of each array per trade, in batch order.
+SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
+       client_order_id, batch_id
+FROM trade_batch(%(broker_id)s, %(account_ids)s::bigint[], %(symbols)s::text[],
+                 %(sides)s::text[], %(quantities)s::bigint[], %(prices)s::numeric[],
+                 %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[]);
+
 -- Reads take the caller's broker_id (NULL for the operator): a broker sees only the accounts
 -- whose broker of record it is, and any other account is simply not found.
 

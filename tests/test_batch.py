@@ -1,0 +1,299 @@
+"""All-or-nothing batches (POST /v1/trades/batch, trade_batch()): every rule per trade, checked
+set-wise by one statement trigger; the first failing trade rejects the batch with its index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from flask.testing import FlaskClient
+
+from stockledger import errors, ledger
+from stockledger.models import TradeRequest
+from tests.conftest import World, as_caller, bearer, ledger_snapshot
+from tests.test_races import HELD, LOT, correct, oversell_rounds, run_together, seller_connections
+
+__all__ = ["seller_connections"]  # the fixture, used by the race below
+
+
+def order(
+    world: World, side: str, quantity: int, symbol: str = "AAPL", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "account_id": world.account,
+        "symbol": symbol,
+        "side": side,
+        "quantity": quantity,
+        "price": "10",
+        **extra,
+    }
+
+
+def all_invariants_hold(conn: psycopg.Connection[Any]) -> bool:
+    return all(check.holds for check in ledger.verify(conn))
+
+
+def test_a_batch_executes_in_order(
+    client: FlaskClient, conn: psycopg.Connection[Any], world: World
+) -> None:
+    as_caller(client, world.key_a)
+    # MSFT is bought, then sold within the same batch: order matters and is kept.
+    batch = [
+        order(world, "buy", 30, "MSFT"),
+        order(world, "sell", 20, "MSFT"),
+        order(world, "sell", 100),
+    ]
+    response = client.post("/v1/trades/batch", json={"trades": batch})
+    assert response.status_code == 201, response.get_json()
+    trades = response.get_json()["trades"]
+    assert [(t["symbol"], t["side"], t["quantity"]) for t in trades] == [
+        ("MSFT", "buy", 30),
+        ("MSFT", "sell", 20),
+        ("AAPL", "sell", 100),
+    ]
+    assert [t["seq"] for t in trades] == [2, 3, 4]  # the world's first trade is seq 1
+    assert all(t["price"] == "10.0000" and t["broker_id"] == world.broker_a for t in trades)
+    holdings = client.get(f"/getHoldings?account_id={world.account}").get_json()["holdings"]
+    assert holdings == [{"symbol": "MSFT", "quantity": 10}]
+    assert all_invariants_hold(conn)
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "code"),
+    [
+        ({"side": "sell", "quantity": 1000}, 409, "insufficient_holdings"),
+        ({"symbol": "OLD"}, 409, "stock_not_tradable"),
+        ({"symbol": "NOPE"}, 409, "stock_not_tradable"),
+        ({"account_id": "other"}, 404, "not_found"),
+        ({"account_id": 987654321}, 404, "not_found"),
+        ({"executed_at": "2001-01-01T00:00:00Z"}, 409, "out_of_order"),
+        ({"executed_at": "2099-01-01T00:00:00Z"}, 409, "out_of_order"),
+    ],
+)
+def test_the_first_failing_trade_rejects_the_batch_with_its_index(
+    client: FlaskClient,
+    conn: psycopg.Connection[Any],
+    world: World,
+    bad: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    if bad.get("account_id") == "other":
+        bad = {**bad, "account_id": world.other_account}
+    batch = [
+        order(world, "buy", 1),
+        order(world, "buy", 2),
+        {**order(world, "buy", 3), **bad},
+        order(world, "buy", 4),
+    ]
+    before = ledger_snapshot(conn)
+    response = client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_a))
+    assert response.status_code == status, response.get_json()
+    problem = response.get_json()
+    assert problem["code"] == code and problem["batch_index"] == 2, problem
+    assert ledger_snapshot(conn) == before
+
+
+def test_a_frozen_account_or_a_suspended_broker_rejects_the_batch(
+    client: FlaskClient, conn: psycopg.Connection[Any], world: World
+) -> None:
+    as_caller(client, world.key_a)
+    batch = {"trades": [order(world, "buy", 1)]}
+    conn.execute("UPDATE accounts SET status = 'frozen' WHERE account_id = %s", [world.account])
+    refused = client.post("/v1/trades/batch", json=batch).get_json()
+    assert (refused["code"], refused["batch_index"]) == ("account_not_open", 0)
+    conn.execute("UPDATE accounts SET status = 'open' WHERE account_id = %s", [world.account])
+    conn.execute("UPDATE brokers SET status = 'suspended' WHERE broker_id = %s", [world.broker_a])
+    assert client.post("/v1/trades/batch", json=batch).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "trades",
+    [[], [{"symbol": "AAPL"}], "all"],
+)
+def test_malformed_batches_are_422(client: FlaskClient, world: World, trades: Any) -> None:
+    if trades == "all":
+        trades = [order(world, "buy", 1)] * 1001  # over the limit
+    response = client.post("/v1/trades/batch", json={"trades": trades}, headers=bearer(world.key_a))
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "invalid_request"
+
+
+def test_a_batch_with_another_brokers_id_is_refused(client: FlaskClient, world: World) -> None:
+    batch = [order(world, "buy", 1, broker_id=world.broker_b)]
+    response = client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_a))
+    assert response.status_code == 403 and response.get_json()["code"] == "broker_not_authorized"
+
+
+# The set-wise path checks whoever writes: psql inserting rows that carry a batch_id ----------
+
+DIRECT = """
+INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, batch_id)
+VALUES {values}
+"""
+
+
+def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) -> None:
+    """Pre-sequenced rows: (account, broker, symbol, side, quantity, seq, batch_id)."""
+    now = datetime.now(UTC)
+    values = ", ".join(
+        f"({a}, {b}, '{s}', '{side}', {q}, 1, '{now.isoformat()}', {seq}, {batch})"
+        for a, b, s, side, q, seq, batch in rows
+    )
+    conn.execute(DIRECT.format(values=values))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rows", "sqlstate"),
+    [
+        ([("A", "a", "AAPL", "sell", 101, 2, 9)], "SL001"),  # oversell
+        ([("A", "a", "AAPL", "buy", 1, 3, 9)], "428C9"),  # a gap in seq
+        ([("A", "b", "AAPL", "buy", 1, 2, 9)], "SL004"),  # not the broker of record
+        ([("A", "a", "NOPE", "buy", 1, 2, 9)], "SL006"),  # unknown stock (no foreign key now)
+        ([(987654321, "a", "AAPL", "buy", 1, 1, 9)], "SL009"),  # unknown account
+        ([("A", "a", "AAPL", "buy", 1, 2, 9), ("A", "a", "AAPL", "buy", 1, 3, 10)], "22023"),
+    ],
+)
+def test_direct_batch_inserts_meet_the_same_rules(
+    conn: psycopg.Connection[Any], world: World, rows: list[tuple[Any, ...]], sqlstate: str
+) -> None:
+    names = {"A": world.account, "a": world.broker_a, "b": world.broker_b}
+    resolved = [tuple(names.get(v, v) if isinstance(v, str) else v for v in row) for row in rows]
+    before = ledger_snapshot(conn)
+    with pytest.raises(psycopg.Error) as caught:
+        direct(conn, world, *resolved)
+    assert caught.value.sqlstate == sqlstate, caught.value
+    assert ledger_snapshot(conn) == before
+
+
+def test_a_valid_direct_batch_insert_updates_positions(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    direct(
+        conn,
+        world,
+        (world.account, world.broker_a, "AAPL", "sell", 40, 2, 9),
+        (world.account, world.broker_a, "MSFT", "buy", 7, 3, 9),
+    )
+    assert all_invariants_hold(conn)
+    rows = conn.execute(
+        "SELECT symbol, quantity FROM positions WHERE account_id = %s ORDER BY symbol",
+        [world.account],
+    ).fetchall()
+    assert rows == [("AAPL", 60), ("MSFT", 7)]
+
+
+def test_referenced_rows_still_cannot_be_deleted(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    """trades lost its foreign keys to the batch path's speed; positions' keep the references."""
+    for statement in (
+        f"DELETE FROM accounts WHERE account_id = {world.account}",
+        "DELETE FROM stocks WHERE symbol = 'AAPL'",
+        f"DELETE FROM brokers WHERE broker_id = {world.broker_a}",
+    ):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+# Concurrency: batches that sell the same position at once never oversell ----------------------
+
+
+def batch_seller(world: World, refused: list[str]) -> Any:
+    # One batch = two sells of half a lot, so each batch needs LOT shares.
+    half = TradeRequest(
+        account_id=world.account,
+        broker_id=world.broker_a,
+        symbol="MSFT",
+        side="sell",
+        quantity=LOT // 2,
+        price=Decimal("10"),
+    )
+
+    def sell(c: psycopg.Connection[Any]) -> bool:
+        try:
+            ledger.execute_batch(c, world.broker_a, [half, half])
+            return True
+        except psycopg.Error as exc:
+            refused.append(errors.from_database(exc).code)
+            return False
+
+    return sell
+
+
+def msft_position(conn: psycopg.Connection[Any], world: World) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END), 0) "
+        "FROM trades WHERE account_id = %s AND symbol = 'MSFT'",
+        [world.account],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def refill(conn: psycopg.Connection[Any], world: World) -> None:
+    ledger.execute_batch(
+        conn,
+        world.broker_a,
+        [
+            TradeRequest(
+                account_id=world.account,
+                broker_id=world.broker_a,
+                symbol="MSFT",
+                side="buy",
+                quantity=HELD,
+                price=Decimal("10"),
+            )
+        ],
+    )
+
+
+def test_concurrent_batches_never_oversell(
+    conn: psycopg.Connection[Any], world: World, seller_connections: list[psycopg.Connection[Any]]
+) -> None:
+    refused: list[str] = []
+    outcomes = oversell_rounds(
+        lambda: refill(conn, world),
+        batch_seller(world, refused),
+        lambda: msft_position(conn, world),
+        seller_connections,
+    )
+    assert correct(outcomes), outcomes
+    assert set(refused) == {"insufficient_holdings"}
+    assert all_invariants_hold(conn)
+
+
+def test_negative_control_batches_without_the_set_wise_check_oversell(
+    conn: psycopg.Connection[Any], world: World, seller_connections: list[psycopg.Connection[Any]]
+) -> None:
+    """The same harness with the batch trigger switched off (as the owner can): it must see
+    oversells, or the test above proves nothing."""
+    conn.execute("ALTER TABLE trades DISABLE TRIGGER trades_admit_batch")
+    refill(conn, world)
+    sold = run_together([lambda c=c: batch_seller(world, [])(c) for c in seller_connections])
+    assert sum(sold) > HELD // LOT  # oversold: the harness sees it
+    assert msft_position(conn, world) < 0
+
+
+def test_batch_timestamps_never_precede_the_account_history(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    late = datetime.now(UTC) + timedelta(seconds=2)
+    single = TradeRequest(
+        account_id=world.account,
+        broker_id=world.broker_a,
+        symbol="AAPL",
+        side="buy",
+        quantity=1,
+        price=Decimal("1"),
+        executed_at=late.isoformat(),
+    )
+    ledger.execute_trade(conn, single)
+    # A batch without executed_at comes after the latest trade, even one stamped ahead.
+    [after] = ledger.execute_batch(
+        conn, world.broker_a, [single.model_copy(update={"executed_at": None})]
+    )
+    assert after.executed_at >= late
+    assert all_invariants_hold(conn)
