@@ -468,6 +468,40 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         fail(f"ledger invariant violated: {failed}")
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="A small smoke run (seconds); figures not meaningful.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the raw figures to this file.",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the figures into this PNG (needs matplotlib).",
+)
+@click.pass_context
+@reports_errors
+def bench(ctx: click.Context, quick: bool, json_file: Path | None, plot_file: Path | None) -> None:
+    """Benchmarks against PostgreSQL's own ceiling, on a server and databases of their own."""
+    from stockledger.bench import report
+    from stockledger.bench import run as bench_run
+    from stockledger.bench.scenarios import Plan
+
+    settings = settings_from(ctx)
+    plan = Plan.quick() if quick else Plan.full()
+    results = bench_run.run(
+        settings.database_url, plan, lambda step: click.echo(f"... {step}", err=True)
+    )
+    click.echo(report.table(results))
+    if json_file:
+        report.write_json(results, json_file)
+    if plot_file:
+        report.plot(results, plot_file)
+
+
 @main.command("db-url")
 @click.option(
     "--role",

@@ -1,0 +1,89 @@
+"""The benchmark's figures as a table, as JSON, and as a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"stockledger bench — {results['started_at']}, {results['machine']['cpus']} CPUs, "
+        f"PostgreSQL {results['server']['server_version']} "
+        f"(synchronous_commit={results['server']['synchronous_commit']})",
+        "",
+        f"{'scenario':<34}{'clients':>8}{'tps':>12}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}",
+    ]
+    ceiling = {r["clients"]: r["tps"] for r in results["db_ceiling"]}
+    for r in results["db_ceiling"]:
+        lines.append(_row("db ceiling (pgbench tpcb-like)", r, 1.0))
+    for r in results["db_trade"]:
+        lines.append(_row("db trade (trade() via pgbench)", r, r["tps"] / ceiling[r["clients"]]))
+    hot = results["hot_account"]
+    lines.append(_row("hot account (one account)", hot, None))
+    batch = results["batch"]
+    lines += [
+        "",
+        f"batch: {batch['trades_per_second']:,.0f} trades/s "
+        f"({batch['batches']} batches of {batch['batch_size']}, every rule per trade)",
+    ]
+    h = results["holdings"]
+    lines += [
+        f"holdings flatness over {h['ledger_trades']:,} trades: "
+        f"p50 {h['positions_p50_ms']['big']:.3f} ms ({h['big_account_trades']:,} trades) vs "
+        f"{h['positions_p50_ms']['small']:.3f} ms ({h['small_account_trades']:,}) "
+        f"= ratio {h['positions_ratio']:.2f}",
+        f"  the holds view instead: {h['holds_view_p50_ms']['big']:.1f} ms vs "
+        f"{h['holds_view_p50_ms']['small']:.3f} ms = ratio {h['holds_view_ratio']:.0f}",
+        "verify after the run: "
+        + ("all invariants hold" if all(results["verify"].values()) else str(results["verify"])),
+    ]
+    return "\n".join(lines)
+
+
+def _row(name: str, r: dict[str, Any], ratio: float | None) -> str:
+    ratio_text = f"{ratio:>8.2f}" if ratio is not None else f"{'':>8}"
+    return (
+        f"{name:<34}{r['clients']:>8}{r['tps']:>12,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+        f"{ratio_text}"
+    )
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install 'stockledger[bench]'") from exc
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, runs in (
+        ("pgbench tpcb-like", results["db_ceiling"]),
+        ("trade()", results["db_trade"]),
+    ):
+        left.plot([r["clients"] for r in runs], [r["tps"] for r in runs], marker="o", label=label)
+    left.set_xlabel("clients")
+    left.set_ylabel("transactions per second")
+    left.set_xscale("log", base=2)
+    left.legend()
+    left.set_title("Throughput against the database's ceiling")
+    h = results["holdings"]
+    names = ["positions\n(big)", "positions\n(small)", "holds view\n(big)", "holds view\n(small)"]
+    values = [
+        h["positions_p50_ms"]["big"],
+        h["positions_p50_ms"]["small"],
+        h["holds_view_p50_ms"]["big"],
+        h["holds_view_p50_ms"]["small"],
+    ]
+    right.bar(names, values)
+    right.set_yscale("log")
+    right.set_ylabel("p50 ms (log)")
+    right.set_title("Holdings read: long vs short history")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

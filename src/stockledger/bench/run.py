@@ -1,0 +1,73 @@
+"""The whole benchmark: start the server, load, run each scenario, compute the ratios."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from stockledger.bench import data, scenarios
+from stockledger.bench.scenarios import Plan
+from stockledger.bench.servers import LEDGER_DB, bench_server
+from stockledger.db import connect
+
+
+def machine() -> dict[str, Any]:
+    memory_kib = 0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            memory_kib = int(meminfo.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "plan": plan.__dict__,
+        "machine": machine(),
+    }
+    with bench_server(database_url) as server:
+        results["server"] = {"kind": server.description, **server.settings()}
+        progress("db ceiling: pgbench tpcb-like")
+        results["db_ceiling"] = scenarios.db_ceiling(server, plan)
+        url = server.ledger_database()
+        try:
+            with connect(url) as conn:
+                data.load_accounts(conn, plan.accounts, plan.brokers)
+            progress("db trade: pgbench calling trade()")
+            results["db_trade"] = scenarios.db_trade(url, plan)
+            progress("hot account")
+            results["hot_account"] = scenarios.hot_account(url, plan)
+            progress("batch: trade_batch()")
+            results["batch"] = scenarios.batch(url, plan)
+            progress("holdings flatness: loading the long histories")
+            results["holdings"] = scenarios.holdings_flatness(url, plan)
+            with connect(url) as conn:
+                from stockledger import ledger
+
+                results["verify"] = {c.name: c.holds for c in ledger.verify(conn)}
+        finally:
+            server.drop_database(LEDGER_DB)
+    results["ratios"] = ratios(results)
+    return results
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    ceiling = {r["clients"]: r["tps"] for r in results["db_ceiling"]}
+    return {
+        "db_trade_over_ceiling": {
+            str(r["clients"]): r["tps"] / ceiling[r["clients"]] for r in results["db_trade"]
+        },
+        "holdings_big_over_small": results["holdings"]["positions_ratio"],
+        "holds_view_big_over_small": results["holdings"]["holds_view_ratio"],
+        "batch_trades_per_second": results["batch"]["trades_per_second"],
+    }

@@ -1,0 +1,37 @@
+"""`stockledger bench --quick`: a smoke test that the benchmark runs end to end and produces
+every figure. It asserts figures exist and the books balance, never a time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.processes import clean_env, stockledger_command
+
+
+def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [*stockledger_command(), "bench", "--quick", "--json", str(out)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "db ceiling" in result.stdout and "batch:" in result.stdout
+    figures = json.loads(out.read_text())
+    assert {r["clients"] for r in figures["db_ceiling"]} == {1, 4}
+    assert all(r["tps"] > 0 and r["transactions"] > 0 for r in figures["db_trade"])
+    assert all(r["failed"] == 0 for r in figures["db_trade"] + [figures["hot_account"]])
+    assert (
+        figures["batch"]["trades"] == figures["batch"]["batches"] * figures["batch"]["batch_size"]
+    )
+    assert figures["holdings"]["big_account_trades"] > figures["holdings"]["small_account_trades"]
+    assert set(figures["ratios"]) >= {
+        "db_trade_over_ceiling",
+        "holdings_big_over_small",
+        "batch_trades_per_second",
+    }
+    assert all(figures["verify"].values()), figures["verify"]
