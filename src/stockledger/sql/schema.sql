@@ -661,9 +661,10 @@ BEGIN
                     o.executed_at, o.account_id, o.previous_at)
                 WHEN o.executed_at > clock_timestamp() + interval '5 seconds' THEN format(
                     'executed_at %s is more than 5 seconds in the future', o.executed_at)
-                ELSE format('account %s holds %s shares of %s, cannot sell %s',
-                            o.account_id, o.running + o.quantity, o.symbol, o.quantity)
-            END AS msg
+                WHEN o.running < 0 THEN format(
+                    'account %s holds %s shares of %s, cannot sell %s',
+                    o.account_id, o.running + o.quantity, o.symbol, o.quantity)
+            END AS msg  -- NULL (and no format() call) for the trades that pass
         FROM ordered o
         LEFT JOIN accounts a ON a.account_id = o.account_id
         LEFT JOIN brokers br ON br.broker_id = o.broker_id
