@@ -297,3 +297,20 @@ def test_batch_timestamps_never_precede_the_account_history(
     )
     assert after.executed_at >= late
     assert all_invariants_hold(conn)
+
+
+def test_the_lowest_index_wins_whatever_the_rule(client: FlaskClient, world: World) -> None:
+    # An oversell at 0 and an unknown symbol and another broker's account after it: the
+    # answer names trade 0, not the first refusal of some other kind.
+    batch = [
+        order(world, "sell", 1000),
+        order(world, "buy", 1, "NOPE"),
+        {**order(world, "buy", 1), "account_id": world.other_account},
+    ]
+    response = client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_a))
+    problem = response.get_json()
+    assert (response.status_code, problem["code"], problem["batch_index"]) == (
+        409,
+        "insufficient_holdings",
+        0,
+    )

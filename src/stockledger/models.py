@@ -62,15 +62,15 @@ def _parse_price(value: object) -> Decimal:
     return price.quantize(PRICE_STEP)
 
 
-def _require_string(value: object) -> object:
+def _require_rfc3339_text(value: object) -> object:
     # pydantic's lax datetime parsing would also take a Unix timestamp; RFC 3339 text only.
     if not isinstance(value, str):
-        raise PydanticCustomError("datetime_type", "executed_at must be an RFC 3339 string")
+        raise PydanticCustomError("datetime_type", "must be an RFC 3339 string")
     return value
 
 
 Price = Annotated[Decimal, BeforeValidator(_parse_price)]
-ExecutedAt = Annotated[AwareDatetime, BeforeValidator(_require_string)]
+ExecutedAt = Annotated[AwareDatetime, BeforeValidator(_require_rfc3339_text)]
 ClientOrderId = Annotated[str, Strict(), Field(pattern=CLIENT_ORDER_ID_PATTERN)]
 
 
@@ -124,13 +124,7 @@ QueryLimit = Annotated[int, BeforeValidator(_parse_query_id), Strict(), Field(ge
 Cursor = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_-]{1,512}$")]
 
 
-def _require_text(value: object) -> object:
-    if not isinstance(value, str):
-        raise PydanticCustomError("datetime_type", "must be an RFC 3339 string")
-    return value
-
-
-QueryTime = Annotated[AwareDatetime, BeforeValidator(_require_text)]
+QueryTime = ExecutedAt  # the same RFC 3339 text, in a query string
 
 
 class TradeFilters(BaseModel):

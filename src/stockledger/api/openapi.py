@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from stockledger.api.problems import PROBLEM_JSON, problem_response
 from stockledger.models import invalid
+from stockledger.responses import Problem
 
 BEARER = "bearer"
 SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
@@ -63,8 +64,6 @@ def _validation_failed(exc: ValidationError) -> Response:
 
 
 def create_openapi_app(name: str) -> OpenAPI:
-    from stockledger.responses import Problem
-
     app = OpenAPI(
         name,
         info=Info(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from stockledger import ledger
 from stockledger.bench import data, scenarios
 from stockledger.bench.scenarios import Plan
 from stockledger.bench.servers import LEDGER_DB, bench_server
@@ -52,8 +53,6 @@ def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -
             progress("holdings flatness: loading the long histories")
             results["holdings"] = scenarios.holdings_flatness(url, plan)
             with connect(url) as conn:
-                from stockledger import ledger
-
                 results["verify"] = {c.name: c.holds for c in ledger.verify(conn)}
         finally:
             server.drop_database(LEDGER_DB)

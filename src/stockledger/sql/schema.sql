@@ -708,9 +708,9 @@ CREATE TRIGGER trades_admit_batch AFTER INSERT ON trades
 
 -- The batch call: one round trip for up to thousands of trades of one broker. Parallel arrays
 -- (one element per trade, in order) are the cheapest way to pass a set to a function. It locks
--- the accounts, refuses unknown accounts, others' accounts and unknown symbols with the index
--- of the first such trade, assigns seq and executed_at in batch order, and inserts; the
--- statement trigger above checks every rule and writes the positions.
+-- the accounts, assigns seq and executed_at in batch order, and inserts; the statement
+-- trigger above checks every rule (so the lowest failing index wins, whatever the rule) and
+-- writes the positions.
 CREATE FUNCTION trade_batch(
     p_broker_id        bigint,
     p_account_ids      bigint[],
@@ -739,7 +739,6 @@ DECLARE
     n       integer := coalesce(cardinality(p_account_ids), 0);
     v_batch bigint;
     v_now   timestamptz := clock_timestamp();
-    v       record;
 BEGIN
     IF n = 0 OR n > 100000
        OR coalesce(cardinality(p_symbols), 0) <> n OR coalesce(cardinality(p_sides), 0) <> n
@@ -752,27 +751,6 @@ BEGIN
 
     PERFORM FROM accounts a WHERE a.account_id = ANY (p_account_ids)
     ORDER BY a.account_id FOR NO KEY UPDATE;
-
-    -- Refusals the statement trigger cannot index (foreign keys would answer first).
-    SELECT i - 1 AS idx, x.account_id, x.symbol,
-           CASE WHEN a.account_id IS NULL THEN 'SL009'
-                WHEN a.broker_id <> p_broker_id THEN 'SL004'
-                ELSE 'SL006' END AS code
-    INTO v
-    FROM unnest(p_account_ids, p_symbols) WITH ORDINALITY AS x(account_id, symbol, i)
-    LEFT JOIN accounts a ON a.account_id = x.account_id
-    LEFT JOIN stocks s ON s.symbol = x.symbol
-    WHERE a.account_id IS NULL OR a.broker_id <> p_broker_id OR s.symbol IS NULL
-    ORDER BY i LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = v.code,
-            MESSAGE = CASE v.code
-                WHEN 'SL006' THEN format('trade %s of the batch: stock %s is not listed',
-                                         v.idx, v.symbol)
-                ELSE format('trade %s of the batch: account %s not found', v.idx, v.account_id)
-            END,
-            DETAIL = json_build_object('batch_index', v.idx)::text;
-    END IF;
 
     v_batch := nextval('trade_batch_id_seq');
     RETURN QUERY
