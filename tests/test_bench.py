@@ -4,6 +4,8 @@ every figure. It asserts figures exist and the books balance, never a time."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
     assert {r["clients"] for r in figures["db_ceiling"]} == {1, 4}
     assert all(r["tps"] > 0 and r["transactions"] > 0 for r in figures["db_trade"])
     assert all(r["failed"] == 0 for r in figures["db_trade"] + [figures["hot_account"]])
+    assert figures["holdings"]["http_p50_ms"]["big"] > 0
     assert (
         figures["batch"]["trades"] == figures["batch"]["batches"] * figures["batch"]["batch_size"]
     )
@@ -35,3 +38,12 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
         "batch_trades_per_second",
     }
     assert all(figures["verify"].values()), figures["verify"]
+    # wrk comes from scripts/install-tools: CI must run the HTTP scenario, a laptop may lack it.
+    if shutil.which("wrk") is None and os.environ.get("CI") != "true":
+        assert "wrk is not installed" in result.stderr
+        return
+    http_runs = figures["http_trade"]["runs"]
+    assert [r["clients"] for r in http_runs] == [1, 4]
+    assert all(r["rps"] > 0 and r["executed"] > 0 and r["socket_errors"] == 0 for r in http_runs)
+    assert all(r["peak_rss_mib"] > 0 and r["server_processes"] >= 3 for r in http_runs)
+    assert set(figures["ratios"]["http_trade_over_ceiling"]) == {"1", "4"}

@@ -20,26 +20,45 @@ def table(results: dict[str, Any]) -> str:
         lines.append(_row("db ceiling (pgbench tpcb-like)", r, 1.0))
     for r in results["db_trade"]:
         lines.append(_row("db trade (trade() via pgbench)", r, r["tps"] / ceiling[r["clients"]]))
+    web = results.get("http_trade", {"runs": []})
+    for r in web["runs"]:
+        row = {**r, "tps": r["rps"]}
+        lines.append(_row("http trade (POST /trade, wrk)", row, r["rps"] / ceiling[r["clients"]]))
     hot = results["hot_account"]
     lines.append(_row("hot account (one account)", hot, None))
     batch = results["batch"]
+    lines += [""]
+    if web["runs"]:
+        lines.append(
+            f"http trade: gunicorn {web['workers']} workers x {web['threads']} threads; "
+            f"peak RSS of the server processes {_most(web, 'peak_rss_mib'):.0f} MiB; "
+            f"wrk used at most {_most(web, 'wrk_cores'):.2f} cores, the server "
+            f"{_most(web, 'server_cores'):.2f}; refused (expected, oversells) "
+            f"{sum(r['refused'] for r in web['runs']):,}, socket errors "
+            f"{sum(r['socket_errors'] for r in web['runs'])}"
+        )
     lines += [
-        "",
         f"batch: {batch['trades_per_second']:,.0f} trades/s "
         f"({batch['batches']} batches of {batch['batch_size']}, every rule per trade)",
     ]
     h = results["holdings"]
     lines += [
-        f"holdings flatness over {h['ledger_trades']:,} trades: "
-        f"p50 {h['positions_p50_ms']['big']:.3f} ms ({h['big_account_trades']:,} trades) vs "
-        f"{h['positions_p50_ms']['small']:.3f} ms ({h['small_account_trades']:,}) "
-        f"= ratio {h['positions_ratio']:.2f}",
+        f"holdings flatness over {h['ledger_trades']:,} trades: GET /getHoldings p50 "
+        f"{h['http_p50_ms']['big']:.3f} ms ({h['big_account_trades']:,} trades) vs "
+        f"{h['http_p50_ms']['small']:.3f} ms ({h['small_account_trades']:,}) "
+        f"= ratio {h['http_p50_ms']['ratio']:.2f}",
+        f"  its query alone: {h['positions_p50_ms']['big']:.3f} ms vs "
+        f"{h['positions_p50_ms']['small']:.3f} ms = ratio {h['positions_ratio']:.2f}",
         f"  the holds view instead: {h['holds_view_p50_ms']['big']:.1f} ms vs "
         f"{h['holds_view_p50_ms']['small']:.3f} ms = ratio {h['holds_view_ratio']:.0f}",
         "verify after the run: "
         + ("all invariants hold" if all(results["verify"].values()) else str(results["verify"])),
     ]
     return "\n".join(lines)
+
+
+def _most(web: dict[str, Any], figure: str) -> float:
+    return max(float(r[figure]) for r in web["runs"])
 
 
 def _row(name: str, r: dict[str, Any], ratio: float | None) -> str:
@@ -62,10 +81,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise RuntimeError("--plot needs matplotlib: pip install 'stockledger[bench]'") from exc
+    web_runs = results.get("http_trade", {"runs": []})["runs"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for label, runs in (
         ("pgbench tpcb-like", results["db_ceiling"]),
         ("trade()", results["db_trade"]),
+        ("POST /trade (HTTP)", [{**r, "tps": r["rps"]} for r in web_runs]),
     ):
         left.plot([r["clients"] for r in runs], [r["tps"] for r in runs], marker="o", label=label)
     left.set_xlabel("clients")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stockledger import ledger
-from stockledger.bench import data, scenarios
+from stockledger.bench import data, scenarios, web
 from stockledger.bench.scenarios import Plan
 from stockledger.bench.servers import LEDGER_DB, bench_server
 from stockledger.db import connect
@@ -46,12 +46,23 @@ def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -
                 data.load_accounts(conn, plan.accounts, plan.brokers)
             progress("db trade: pgbench calling trade()")
             results["db_trade"] = scenarios.db_trade(url, plan)
+            if web.wrk_path() is None:
+                progress("http trade: SKIPPED, wrk is not installed (scripts/install-tools)")
+            else:
+                progress("http trade: wrk against stockledger serve")
+                results["http_trade"] = web.http_trade(
+                    url, plan.clients, plan.seconds, plan.accounts, plan.brokers
+                )
             progress("hot account")
             results["hot_account"] = scenarios.hot_account(url, plan)
             progress("batch: trade_batch()")
             results["batch"] = scenarios.batch(url, plan)
             progress("holdings flatness: loading the long histories")
             results["holdings"] = scenarios.holdings_flatness(url, plan)
+            progress("holdings flatness: GET /getHoldings")
+            results["holdings"]["http_p50_ms"] = web.holdings_over_http(
+                url, *scenarios.holdings_accounts(plan), plan.samples
+            )
             with connect(url) as conn:
                 results["verify"] = {c.name: c.holds for c in ledger.verify(conn)}
         finally:
@@ -62,11 +73,18 @@ def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     ceiling = {r["clients"]: r["tps"] for r in results["db_ceiling"]}
-    return {
+    figures: dict[str, Any] = {
         "db_trade_over_ceiling": {
             str(r["clients"]): r["tps"] / ceiling[r["clients"]] for r in results["db_trade"]
         },
-        "holdings_big_over_small": results["holdings"]["positions_ratio"],
+        "holdings_big_over_small": results["holdings"]["http_p50_ms"]["ratio"],
+        "holdings_query_big_over_small": results["holdings"]["positions_ratio"],
         "holds_view_big_over_small": results["holdings"]["holds_view_ratio"],
         "batch_trades_per_second": results["batch"]["trades_per_second"],
     }
+    if "http_trade" in results:
+        figures["http_trade_over_ceiling"] = {
+            str(r["clients"]): r["rps"] / ceiling[r["clients"]]
+            for r in results["http_trade"]["runs"]
+        }
+    return figures

@@ -123,10 +123,15 @@ def batch(url: str, plan: Plan) -> dict[str, Any]:
     }
 
 
+def holdings_accounts(plan: Plan) -> tuple[int, int]:
+    """The account with the long history and the one with the short, both broker 1's."""
+    return 1, 1 + plan.brokers
+
+
 def holdings_flatness(url: str, plan: Plan) -> dict[str, Any]:
     """p50 of the holdings read (positions) for an account with a long history against one
     with a short history, and the same for the holds view computed from the ledger."""
-    big, small = 1, 1 + plan.brokers  # both broker 1's
+    big, small = holdings_accounts(plan)
     filler = 1 + 2 * plan.brokers
     started = time.perf_counter()
     with connect(url) as conn:
@@ -149,10 +154,10 @@ def holdings_flatness(url: str, plan: Plan) -> dict[str, Any]:
             params = {"account_id": account}
             return lambda: conn.execute(data.statement("holds_of"), params).fetchall()
 
-        positions_big = _p50_ms(holdings(big), plan.samples)
-        positions_small = _p50_ms(holdings(small), plan.samples)
-        holds_big = _p50_ms(holds(big), max(5, plan.samples // 40))
-        holds_small = _p50_ms(holds(small), plan.samples)
+        positions_big = p50_ms(holdings(big), plan.samples)
+        positions_small = p50_ms(holdings(small), plan.samples)
+        holds_big = p50_ms(holds(big), max(5, plan.samples // 40))
+        holds_small = p50_ms(holds(small), plan.samples)
     return {
         "ledger_trades": total,
         "big_account_trades": counts.get(big, 0),
@@ -169,7 +174,7 @@ def _array_literal(values: list[Any]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
-def _p50_ms(call: Callable[[], Any], samples: int) -> float:
+def p50_ms(call: Callable[[], Any], samples: int) -> float:
     call()  # warm the cache and the plan
     timings = []
     for _ in range(samples):
