@@ -26,6 +26,11 @@ def connection_kwargs(settings: Settings | None = None) -> dict[str, Any]:
             f" -c statement_timeout={int(settings.statement_timeout_seconds * 1000)}"
             f" -c lock_timeout={int(settings.lock_timeout_seconds * 1000)}"
         )
+        return {
+            "autocommit": True,
+            "options": options,
+            "connect_timeout": settings.connect_timeout_seconds,
+        }
     return {"autocommit": True, "options": options}
 
 
@@ -49,6 +54,7 @@ class Database:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_seconds,
+            reconnect_timeout=settings.pool_reconnect_seconds,
             name="stockledger",
             # Open without waiting: a process must start (and /healthz answer) while the
             # database is down; requests then get 503 until it is back.

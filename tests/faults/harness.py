@@ -202,7 +202,9 @@ class TradingClients:
     nothing new but lets every request in flight retry to a final answer (for at most
     SETTLE_SECONDS): an unknown outcome is never left behind while the system can answer."""
 
-    RETRYABLE = frozenset({409, 503})
+    # Not final: the server could not tell (503), or asks for a retry (409 with these codes;
+    # a 409 insufficient_holdings is a final refusal).
+    RETRYABLE_CODES = frozenset({"service_unavailable", "conflict", "request_in_progress"})
     SETTLE_SECONDS = 60.0
 
     def __init__(self, base: str, brokerage: Brokerage, count: int, use_keys: bool = True):
@@ -246,11 +248,13 @@ class TradingClients:
         connection = http.client.HTTPConnection(self.base, timeout=10)
         while not self._stop.is_set():
             mark = self._next_mark()
+            # Sells are larger than buys on average: positions run dry and some are refused.
+            sell = rng.random() < 0.4
             body = {
                 "account_id": rng.choice(self.brokerage.accounts),
                 "symbol": rng.choice(SYMBOLS),
-                "side": "sell" if rng.random() < 0.4 else "buy",
-                "quantity": rng.randint(1, 20),
+                "side": "sell" if sell else "buy",
+                "quantity": rng.randint(1, 35 if sell else 20),
                 "price": mark,
             }
             key = f"fault-{uuid.uuid4().hex}" if self.use_keys else None
@@ -277,7 +281,8 @@ class TradingClients:
                     self.outcomes.acknowledged[mark] = answer["trade"]["trade_id"]
                     self.outcomes.unknown.discard(mark)
                     return connection
-                if status is not None and status not in self.RETRYABLE:
+                code = answer.get("code") if isinstance(answer, dict) else None
+                if status is not None and code not in self.RETRYABLE_CODES:
                     if status >= 500:
                         self.outcomes.server_errors.append(f"{status} {answer}")
                     self.outcomes.refused[mark] = answer.get("code", str(status))
