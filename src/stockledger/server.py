@@ -11,6 +11,7 @@ from gunicorn.app.base import BaseApplication
 
 from stockledger.config import Settings
 
+WORKER_CLASS = "stockledger.worker.PollFirstThreadWorker"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (stockledger.metrics)
 
 
@@ -79,7 +80,9 @@ def serve(
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        # STOCKLEDGER_WORKER_CLASS=gthread brings back gunicorn's stock worker, for comparison
+        # (tests/faults/test_abusive_clients.py shows what it does with idle connections).
+        "worker_class": os.environ.get("STOCKLEDGER_WORKER_CLASS", WORKER_CLASS),
         "threads": threads,
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
