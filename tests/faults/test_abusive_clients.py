@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stockledger.config import DEFAULT_BODY_LIMIT
 from tests.faults.harness import Brokerage, serving
 from tests.faults.report import record
 
@@ -37,9 +38,13 @@ def abuse(brokerage: Brokerage, log: Path, **env: str) -> dict[str, Any]:
         abusive: list[int] = []
 
         def abuser() -> None:
+            # Just over the limit: small enough to be sent whole, so the 413 can be read.
+            over = json.dumps({"account_id": account, "pad": "x" * (DEFAULT_BODY_LIMIT + 1024)})
+            # Far over: the server answers 413 and closes while it is still being sent.
             huge = json.dumps({"account_id": account, "pad": "x" * (4 * 1024 * 1024)})
             while not stop.is_set():
                 for method, path, body in (
+                    ("POST", "/v1/trades", over),
                     ("POST", "/v1/trades", huge),
                     ("GET", f"/v1/accounts/{account}/trades?limit=1000000000", None),
                 ):
