@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from stockledger.bench.web import free_port
+
+__all__ = ["free_port"]
 
 
 def stockledger_command() -> list[str]:
@@ -25,13 +28,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_cli(*args: str, env: dict[str, str]) -> Any:

@@ -19,8 +19,10 @@ from tests.faults.report import record
 BUDGET_SECONDS = 2.0
 
 
-def call(base: str, method: str, path: str, token: str | None = None) -> tuple[int, Any, float]:
-    """status, body (or headers for a 503), seconds taken; a fresh connection each time."""
+def call(
+    base: str, method: str, path: str, token: str | None = None, trade: dict[str, Any] | None = None
+) -> tuple[int, Any, float]:
+    """status, body (with its Retry-After), seconds taken; a fresh connection each time."""
     connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
     body = None
     headers = {}
@@ -28,9 +30,9 @@ def call(base: str, method: str, path: str, token: str | None = None) -> tuple[i
         headers["Authorization"] = f"Bearer {token}"
     started = time.monotonic()
     try:
-        if method == "POST":
+        if trade is not None:
             headers["Content-Type"] = "application/json"
-            body = json.dumps(TRADE)
+            body = json.dumps(trade)
         connection.request(method, path, body, headers)
         response = connection.getresponse()
         payload = json.loads(response.read() or b"{}")
@@ -40,22 +42,19 @@ def call(base: str, method: str, path: str, token: str | None = None) -> tuple[i
         connection.close()
 
 
-TRADE: dict[str, Any] = {}
-
-
 def outage(
     pg: KillablePostgres, brokerage: Brokerage, log: Path, probes: int = 10, **env: str
 ) -> dict[str, Any]:
-    TRADE.update(account_id=brokerage.accounts[0], symbol="AAPL", side="buy", quantity=1)
-    TRADE.update(price="100.5")
+    trade = {"account_id": brokerage.accounts[0], "symbol": "AAPL", "side": "buy"}
+    trade.update(quantity=1, price="100.5")
     key = brokerage.api_key
     figures: dict[str, Any] = {}
     with serving(brokerage, log, **env) as (base, server):
         # Every worker's pool holds live connections when the database goes away.
         for _ in range(8):
-            assert call(base, "POST", "/v1/trades", key)[0] == 201
+            assert call(base, "POST", "/v1/trades", key, trade)[0] == 201
         pg.stop()
-        during = [call(base, "POST", "/v1/trades", key) for _ in range(probes)]
+        during = [call(base, "POST", "/v1/trades", key, trade) for _ in range(probes)]
         account = f"/v1/accounts/{brokerage.accounts[0]}"
         during += [call(base, "GET", account, key) for _ in range(probes // 2)]
         readyz = call(base, "GET", "/readyz")
@@ -72,7 +71,7 @@ def outage(
         started = time.monotonic()
         recovered = None
         while time.monotonic() - started < 30:
-            if call(base, "POST", "/v1/trades", key)[0] == 201:
+            if call(base, "POST", "/v1/trades", key, trade)[0] == 201:
                 recovered = time.monotonic() - started
                 break
             time.sleep(0.1)
