@@ -257,3 +257,12 @@ def test_broker_with_an_account_owners_tax_id_refused_by_cli(
     ).fetchone()[0]
     result = cli("broker", "add", "--name", "Sneaky", "--tax-id", owner_tax, "--license", "SN-1")
     assert result.exit_code == 1 and result.stderr.startswith("error: broker_owned_account:")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "1e9"])
+def test_an_unusable_setting_is_one_line_not_a_traceback(value: str) -> None:
+    result = CliRunner().invoke(main, ["verify"], env={"STOCKLEDGER_POOL_TIMEOUT_SECONDS": value})
+    assert result.exit_code != 0
+    assert "STOCKLEDGER_POOL_TIMEOUT_SECONDS" in result.output
+    assert result.output.startswith("error: invalid_setting:")
+    assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)

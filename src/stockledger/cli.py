@@ -18,7 +18,7 @@ import click
 import psycopg
 
 from stockledger import admin, auth, ledger, migrations
-from stockledger.config import Settings
+from stockledger.config import SettingError, Settings
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
 from stockledger.errors import StockledgerError, translate
@@ -154,7 +154,10 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
 
     With no DATABASE_URL every command uses an embedded PostgreSQL in the data directory.
     """
-    ctx.obj = Settings.from_env().with_overrides(data_dir=data_dir)
+    try:
+        ctx.obj = Settings.from_env().with_overrides(data_dir=data_dir)
+    except SettingError as exc:
+        fail(f"invalid_setting: {exc}")
 
 
 @main.command()

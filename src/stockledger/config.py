@@ -9,6 +9,24 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_BODY_LIMIT = 64 * 1024
+WORKER_CLASS = "stockledger.worker.PollFirstThreadWorker"
+
+
+class SettingError(ValueError):
+    """An environment variable with a value that cannot be used."""
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise SettingError(f"{name} must be a number of seconds between 0 and 3600, not {text!r}")
+    return value
 
 
 def default_data_dir() -> Path:
@@ -46,6 +64,9 @@ class Settings:
     # behind an operator's open transaction on the account), is cancelled and answered 503.
     statement_timeout_seconds: float = 5.0
     lock_timeout_seconds: float = 2.0
+    # gunicorn worker class of `serve`; "gthread" brings back gunicorn's stock one, for
+    # comparison (tests/faults/test_abusive_clients.py shows what it does with idle sockets).
+    worker_class: str = WORKER_CLASS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -57,7 +78,8 @@ class Settings:
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
             admin_token=env.get("STOCKLEDGER_ADMIN_TOKEN") or None,
             log_level=env.get("STOCKLEDGER_LOG_LEVEL", "INFO").upper(),
-            pool_timeout_seconds=float(env.get("STOCKLEDGER_POOL_TIMEOUT_SECONDS", "1.0")),
+            pool_timeout_seconds=_seconds(env, "STOCKLEDGER_POOL_TIMEOUT_SECONDS", 1.0),
+            worker_class=env.get("STOCKLEDGER_WORKER_CLASS") or WORKER_CLASS,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -19,19 +19,15 @@ SESSION_OPTIONS = "-c TimeZone=UTC"
 def connection_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     # autocommit: each business operation is one statement (one function call), so it is its
     # own transaction and costs one round trip; multi-statement work opens conn.transaction().
-    options = SESSION_OPTIONS
+    kwargs: dict[str, Any] = {"autocommit": True, "options": SESSION_OPTIONS}
     if settings is not None:
         # Server-side limits for the application's sessions (not for migrations or operators).
-        options += (
+        kwargs["options"] += (
             f" -c statement_timeout={int(settings.statement_timeout_seconds * 1000)}"
             f" -c lock_timeout={int(settings.lock_timeout_seconds * 1000)}"
         )
-        return {
-            "autocommit": True,
-            "options": options,
-            "connect_timeout": settings.connect_timeout_seconds,
-        }
-    return {"autocommit": True, "options": options}
+        kwargs["connect_timeout"] = settings.connect_timeout_seconds
+    return kwargs
 
 
 def plain_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from gunicorn.app.base import BaseApplication
 
 from stockledger.config import Settings
 
-WORKER_CLASS = "stockledger.worker.PollFirstThreadWorker"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (stockledger.metrics)
 
 
@@ -80,9 +79,7 @@ def serve(
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        # STOCKLEDGER_WORKER_CLASS=gthread brings back gunicorn's stock worker, for comparison
-        # (tests/faults/test_abusive_clients.py shows what it does with idle connections).
-        "worker_class": os.environ.get("STOCKLEDGER_WORKER_CLASS", WORKER_CLASS),
+        "worker_class": settings.worker_class,
         "threads": threads,
         "accesslog": "-" if access_log else None,
         "errorlog": "-",

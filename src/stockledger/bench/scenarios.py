@@ -60,7 +60,7 @@ def db_trade(url: str, plan: Plan) -> list[dict[str, Any]]:
     runs = []
     for clients in plan.clients:
         with connect(url) as conn:
-            before = _count(conn, "SELECT count(*) FROM trades")
+            before = count_rows(conn, "SELECT count(*) FROM trades")
         run = pgbench.run(
             url,
             clients,
@@ -69,7 +69,7 @@ def db_trade(url: str, plan: Plan) -> list[dict[str, Any]]:
             variables=variables,
         )
         with connect(url) as conn:
-            executed = _count(conn, "SELECT count(*) FROM trades") - before
+            executed = count_rows(conn, "SELECT count(*) FROM trades") - before
         runs.append({**asdict(run), "refused_sells": run.transactions - executed})
     return runs
 
@@ -144,7 +144,7 @@ def holdings_flatness(url: str, plan: Plan) -> dict[str, Any]:
         counts = dict(
             conn.execute(data.statement("trade_counts"), {"accounts": [big, small]}).fetchall()
         )
-        total = _count(conn, "SELECT count(*) FROM trades")
+        total = count_rows(conn, "SELECT count(*) FROM trades")
 
         def holdings(account: int) -> Callable[[], Any]:
             params = {"account_id": account, "broker_id": None}
@@ -184,6 +184,6 @@ def p50_ms(call: Callable[[], Any], samples: int) -> float:
     return statistics.median(timings)
 
 
-def _count(conn: psycopg.Connection[Any], sql: Any) -> int:
+def count_rows(conn: psycopg.Connection[Any], sql: Any) -> int:
     row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0

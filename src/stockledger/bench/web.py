@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stockledger import auth
-from stockledger.bench.scenarios import p50_ms
+from stockledger.bench.scenarios import count_rows, p50_ms
 from stockledger.db import connect
 
 READY_TIMEOUT = 30.0
@@ -47,7 +47,7 @@ def wrk_binary() -> str:
     found = wrk_path()
     if found is None:
         raise RuntimeError(
-            "the HTTP scenario needs wrk (Debian package wrk; scripts/setup installs it)"
+            "the HTTP scenario needs wrk (Debian package wrk; scripts/install-tools installs it)"
         )
     return found
 
@@ -193,18 +193,16 @@ def http_trade(
     lua_args = [key, "1", str(last_own), str(brokers)]
     runs = []
     with served(url, options) as (base, process):
-        with connect(url) as conn:
-            before = _trades(conn)
         run_wrk(base, lua_args, max(clients), max(1, seconds // 5))  # warm the workers
         for connections in clients:
             with connect(url) as conn:
-                before = _trades(conn)
+                before = count_rows(conn, "SELECT count(*) FROM trades")
             server_cpu_before = sum(_cpu_seconds(p) for p in process_tree(process.pid))
             with MemorySampler(process.pid) as memory:
                 figures = run_wrk(base, lua_args, connections, seconds)
             server_cpu = sum(_cpu_seconds(p) for p in process_tree(process.pid))
             with connect(url) as conn:
-                executed = _trades(conn) - before
+                executed = count_rows(conn, "SELECT count(*) FROM trades") - before
             duration = figures["duration_us"] / 1e6
             runs.append(
                 {
@@ -226,11 +224,6 @@ def http_trade(
                 }
             )
     return {"workers": options.workers, "threads": options.threads, "runs": runs}
-
-
-def _trades(conn: Any) -> int:
-    row = conn.execute("SELECT count(*) FROM trades").fetchone()
-    return int(row[0]) if row else 0
 
 
 def holdings_over_http(url: str, big: int, small: int, samples: int) -> dict[str, Any]:
