@@ -137,11 +137,16 @@ VALUES {values}
 
 
 def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) -> None:
-    """Pre-sequenced rows: (account, broker, symbol, side, quantity, seq, batch_id)."""
+    """Pre-sequenced rows: (account, broker, symbol, side, quantity, seq, batch_id) and, as an
+    optional eighth field, executed_at's offset in seconds from now (default 0)."""
     now = datetime.now(UTC)
+
+    def at(offset: float) -> str:
+        return (now + timedelta(seconds=offset)).isoformat()
+
     values = ", ".join(
-        f"({a}, {b}, '{s}', '{side}', {q}, 1, '{now.isoformat()}', {seq}, {batch})"
-        for a, b, s, side, q, seq, batch in rows
+        f"({a}, {b}, '{s}', '{side}', {q}, 1, '{at(rest[0] if rest else 0)}', {seq}, {batch})"
+        for a, b, s, side, q, seq, batch, *rest in rows
     )
     conn.execute(DIRECT.format(values=values))  # type: ignore[arg-type]
 
@@ -155,6 +160,15 @@ def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) 
         ([("A", "a", "NOPE", "buy", 1, 2, 9)], "SL006"),  # unknown stock (no foreign key now)
         ([(987654321, "a", "AAPL", "buy", 1, 1, 9)], "SL009"),  # unknown account
         ([("A", "a", "AAPL", "buy", 1, 2, 9), ("A", "a", "AAPL", "buy", 1, 3, 10)], "22023"),
+        # What the aggregate pre-check (migration 0006) reasons about: a gap after a correct
+        # first seq, two brokers on one account, timestamps that go back within the batch or
+        # before the account's history, a sale of shares bought later in the batch.
+        ([("A", "a", "AAPL", "buy", 1, 2, 9), ("A", "a", "AAPL", "buy", 1, 4, 9)], "428C9"),
+        ([("A", "a", "AAPL", "buy", 1, 2, 9), ("A", "b", "AAPL", "buy", 1, 3, 9)], "SL004"),
+        ([("A", "a", "AAPL", "buy", 1, 2, 9, 2), ("A", "a", "AAPL", "buy", 1, 3, 9, 1)], "SL002"),
+        ([("A", "a", "AAPL", "buy", 1, 2, 9, -86400 * 365)], "SL002"),
+        ([("A", "a", "AAPL", "buy", 1, 2, 9, 60)], "SL002"),
+        ([("A", "a", "MSFT", "sell", 5, 2, 9), ("A", "a", "MSFT", "buy", 5, 3, 9)], "SL001"),
     ],
 )
 def test_direct_batch_inserts_meet_the_same_rules(
@@ -184,6 +198,25 @@ def test_a_valid_direct_batch_insert_updates_positions(
         [world.account],
     ).fetchall()
     assert rows == [("AAPL", 60), ("MSFT", 7)]
+
+
+def test_valid_direct_batches_the_aggregate_check_cannot_prove_pass_the_exact_one(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    # Rising timestamps of its own, and a sale of shares bought earlier in the same batch:
+    # valid, though not provable by the aggregates alone (migration 0006).
+    direct(
+        conn,
+        world,
+        (world.account, world.broker_a, "MSFT", "buy", 7, 2, 9, 1),
+        (world.account, world.broker_a, "MSFT", "sell", 5, 3, 9, 2),
+    )
+    assert all_invariants_hold(conn)
+    row = conn.execute(
+        "SELECT quantity FROM positions WHERE account_id = %s AND symbol = 'MSFT'",
+        [world.account],
+    ).fetchone()
+    assert row == (2,)
 
 
 def test_referenced_rows_still_cannot_be_deleted(

@@ -98,11 +98,18 @@ def test_temporary_tables_cannot_stand_in_for_the_real_ones(
         app.execute(
             "SELECT * FROM trade(%s, %s, 'AAPL', 'buy', 5, 10)", [world.account, world.broker_a]
         )
+        # The trigger functions run as the inserter since 0006: they see the search_path
+        # that trade() and trade_batch() pin, not the caller's.
+        app.execute(
+            "SELECT count(*) FROM trade_batch(%s, ARRAY[%s]::bigint[], ARRAY['AAPL'], "
+            "ARRAY['buy'], ARRAY[5]::bigint[], ARRAY[10]::numeric[])",
+            [world.broker_a, world.account],
+        )
         assert app.execute("SELECT count(*) FROM pg_temp.positions").fetchone() == (0,)
     real = conn.execute(
         "SELECT quantity FROM positions WHERE account_id = %s AND symbol = 'AAPL'", [world.account]
     ).fetchone()
-    assert real == (105,)
+    assert real == (110,)
 
 
 def test_application_role_owns_nothing(conn: psycopg.Connection[Any]) -> None:
