@@ -408,26 +408,22 @@ BEGIN
         END IF;
     END IF;
 
-    -- One write per (account, symbol). Not INSERT … ON CONFLICT: its CHECK applies to the
-    -- proposed row (a net sale is negative) before the conflict is seen. The accounts are
-    -- locked, so no position of theirs can appear between the UPDATE and the INSERT.
-    WITH delta AS (
+    -- One write per (account, symbol), one join: MERGE inserts only the positions it does
+    -- not find (INSERT … ON CONFLICT would check the proposed row, negative for a net sale,
+    -- before seeing the conflict). The accounts are locked: no position of theirs can appear
+    -- meanwhile.
+    MERGE INTO positions p
+    USING (
         SELECT account_id, symbol,
                sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
         FROM new_rows
         GROUP BY account_id, symbol
-    ),
-    updated AS (
-        UPDATE positions p SET quantity = p.quantity + d.quantity, updated_at = now()
-        FROM delta d
-        WHERE p.account_id = d.account_id AND p.symbol = d.symbol
-        RETURNING p.account_id, p.symbol
-    )
-    INSERT INTO positions (account_id, symbol, quantity, updated_at)
-    SELECT d.account_id, d.symbol, d.quantity, now()
-    FROM delta d
-    WHERE NOT EXISTS (SELECT FROM updated u
-                      WHERE u.account_id = d.account_id AND u.symbol = d.symbol);
+    ) d ON p.account_id = d.account_id AND p.symbol = d.symbol
+    WHEN MATCHED THEN
+        UPDATE SET quantity = p.quantity + d.quantity, updated_at = now()
+    WHEN NOT MATCHED THEN
+        INSERT (account_id, symbol, quantity, updated_at)
+        VALUES (d.account_id, d.symbol, d.quantity, now());
     RETURN NULL;
 END
 $$;
