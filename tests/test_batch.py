@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from flask.testing import FlaskClient
+from psycopg import sql
 
 from stockledger import errors, ledger
 from stockledger.models import TradeRequest
@@ -130,25 +131,23 @@ def test_a_batch_with_another_brokers_id_is_refused(client: FlaskClient, world: 
 
 # The set-wise path checks whoever writes: psql inserting rows that carry a batch_id ----------
 
-DIRECT = """
-INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, batch_id)
-VALUES {values}
-"""
-
 
 def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) -> None:
-    """Pre-sequenced rows: (account, broker, symbol, side, quantity, seq, batch_id) and, as an
-    optional eighth field, executed_at's offset in seconds from now (default 0)."""
+    """One INSERT of pre-sequenced rows: (account, broker, symbol, side, quantity, seq,
+    batch_id) and, as an optional eighth field, executed_at's offset in seconds from now."""
     now = datetime.now(UTC)
-
-    def at(offset: float) -> str:
-        return (now + timedelta(seconds=offset)).isoformat()
-
-    values = ", ".join(
-        f"({a}, {b}, '{s}', '{side}', {q}, 1, '{at(rest[0] if rest else 0)}', {seq}, {batch})"
+    params = [
+        (a, b, s, side, q, now + timedelta(seconds=rest[0] if rest else 0), seq, batch)
         for a, b, s, side, q, seq, batch, *rest in rows
+    ]
+    placeholders = sql.SQL(", ").join(
+        sql.SQL("(%s, %s, %s, %s, %s, 1, %s, %s, %s)") for _ in params
     )
-    conn.execute(DIRECT.format(values=values))  # type: ignore[arg-type]
+    statement = sql.SQL(
+        "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, "
+        "seq, batch_id) VALUES {}"
+    ).format(placeholders)
+    conn.execute(statement, [value for row in params for value in row])
 
 
 @pytest.mark.parametrize(
