@@ -28,14 +28,15 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
     assert all(r["tps"] > 0 and r["transactions"] > 0 for r in figures["db_trade"])
     assert all(r["failed"] == 0 for r in figures["db_trade"] + [figures["hot_account"]])
     assert figures["holdings"]["http_p50_ms"]["big"] > 0
-    assert (
-        figures["batch"]["trades"] == figures["batch"]["batches"] * figures["batch"]["batch_size"]
-    )
+    for batch in (figures["batch"], figures["batch_large"]):
+        assert batch["trades"] == batch["batches"] * batch["batch_size"] > 0
+    assert figures["batch_large"]["batch_size"] > figures["batch"]["batch_size"]
     assert figures["holdings"]["big_account_trades"] > figures["holdings"]["small_account_trades"]
     assert set(figures["ratios"]) >= {
         "db_trade_over_ceiling",
         "holdings_big_over_small",
         "batch_trades_per_second",
+        "batch_large_trades_per_second",
     }
     assert all(figures["verify"].values()), figures["verify"]
     # wrk comes from scripts/install-tools: CI must run the HTTP scenario, a laptop may lack it.

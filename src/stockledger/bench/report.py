@@ -26,7 +26,6 @@ def table(results: dict[str, Any]) -> str:
         lines.append(_row("http trade (POST /trade, wrk)", row, r["rps"] / ceiling[r["clients"]]))
     hot = results["hot_account"]
     lines.append(_row("hot account (one account)", hot, None))
-    batch = results["batch"]
     lines += [""]
     if web["runs"]:
         lines.append(
@@ -39,7 +38,8 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += [
         f"batch: {batch['trades_per_second']:,.0f} trades/s "
-        f"({batch['batches']} batches of {batch['batch_size']}, every rule per trade)",
+        f"({batch['batches']} batches of {batch['batch_size']}, every rule per trade)"
+        for batch in (results["batch"], results["batch_large"])
     ]
     h = results["holdings"]
     lines += [

@@ -56,7 +56,10 @@ def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -
             progress("hot account")
             results["hot_account"] = scenarios.hot_account(url, plan)
             progress("batch: trade_batch()")
-            results["batch"] = scenarios.batch(url, plan)
+            results["batch"] = scenarios.batch(url, plan, plan.batches, plan.batch_size)
+            results["batch_large"] = scenarios.batch(
+                url, plan, plan.large_batches, plan.large_batch_size
+            )
             progress("holdings flatness: loading the long histories")
             results["holdings"] = scenarios.holdings_flatness(url, plan)
             progress("holdings flatness: GET /getHoldings")
@@ -81,6 +84,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "holdings_query_big_over_small": results["holdings"]["positions_ratio"],
         "holds_view_big_over_small": results["holdings"]["holds_view_ratio"],
         "batch_trades_per_second": results["batch"]["trades_per_second"],
+        "batch_large_trades_per_second": results["batch_large"]["trades_per_second"],
     }
     if "http_trade" in results:
         figures["http_trade_over_ceiling"] = {

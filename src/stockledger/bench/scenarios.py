@@ -31,15 +31,46 @@ class Plan:
     filler_history: int
     batches: int
     batch_size: int
+    # The function's large batches: the size of the per-row reference in docs/benchmarks.md.
+    large_batches: int
+    large_batch_size: int
     samples: int
 
     @classmethod
     def full(cls) -> Plan:
-        return cls((1, 4, 16), 15, 16, 1000, 10, 1_000_000, 1_000, 1_000_000, 100, 1000, 400)
+        return cls(
+            clients=(1, 4, 16),
+            seconds=15,
+            pgbench_scale=16,
+            accounts=1000,
+            brokers=10,
+            big_history=1_000_000,
+            small_history=1_000,
+            filler_history=1_000_000,
+            batches=100,
+            batch_size=1000,
+            large_batches=10,
+            large_batch_size=10_000,
+            samples=400,
+        )
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls((1, 4), 2, 1, 100, 4, 20_000, 1_000, 5_000, 5, 1000, 50)
+        return cls(
+            clients=(1, 4),
+            seconds=2,
+            pgbench_scale=1,
+            accounts=100,
+            brokers=4,
+            big_history=20_000,
+            small_history=1_000,
+            filler_history=5_000,
+            batches=5,
+            batch_size=1000,
+            large_batches=1,
+            large_batch_size=2000,
+            samples=50,
+        )
 
 
 def db_ceiling(server: BenchServer, plan: Plan) -> list[dict[str, Any]]:
@@ -82,14 +113,15 @@ def hot_account(url: str, plan: Plan) -> dict[str, Any]:
     return asdict(run)
 
 
-def batch(url: str, plan: Plan) -> dict[str, Any]:
-    """trade_batch() with batch_size trades over random accounts of broker 1, every rule
-    checked per trade; trades per second at the database, including the round trip."""
+def batch(url: str, plan: Plan, count: int, size: int) -> dict[str, Any]:
+    """trade_batch() with ``count`` batches of ``size`` trades over random accounts of broker
+    1, every rule checked per trade; trades per second at the database, including the round
+    trip."""
     own = list(range(1, plan.accounts + 1, plan.brokers))  # broker 1's accounts
     rng = random.Random(7)
     batches = []
-    for _ in range(plan.batches):
-        accounts = [rng.choice(own) for _ in range(plan.batch_size // 2)]
+    for _ in range(count):
+        accounts = [rng.choice(own) for _ in range(size // 2)]
         symbols = [rng.choice(data.SYMBOLS) for _ in accounts]
         # Each buy is followed, later in the batch, by a smaller sell of the same position.
         batches.append(
@@ -113,10 +145,10 @@ def batch(url: str, plan: Plan) -> dict[str, Any]:
                 params,
             )
         elapsed = time.perf_counter() - started
-    trades = plan.batches * plan.batch_size
+    trades = count * size
     return {
-        "batch_size": plan.batch_size,
-        "batches": plan.batches,
+        "batch_size": size,
+        "batches": count,
         "trades": trades,
         "seconds": elapsed,
         "trades_per_second": trades / elapsed,
