@@ -60,5 +60,5 @@ def _measure_requests(app: Flask, database: Database) -> None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
             elapsed = time.perf_counter() - started
             metrics.request_done(request.method, route, response.status_code, elapsed)
-            metrics.pool_observed(database.pool.get_stats())
+            metrics.pool_observed(database.pool.get_stats)
         return response

@@ -9,6 +9,8 @@ in-process registry is used.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -65,10 +67,24 @@ def rejected(code: str) -> None:
     REJECTIONS.labels(code).inc()
 
 
-def pool_observed(stats: dict[str, Any]) -> None:
-    POOL_SIZE.set(stats.get("pool_size", 0))
-    POOL_IDLE.set(stats.get("pool_available", 0))
-    POOL_WAITING.set(stats.get("requests_waiting", 0))
+# The pool gauges are sampled at most this often per process: writing them after every
+# request cost three locked writes to the shared samples for a figure read every few seconds.
+POOL_SAMPLE_SECONDS = 1.0
+_next_pool_sample = 0.0
+
+
+def pool_observed(stats: Callable[[], dict[str, Any]]) -> None:
+    """Record the pool's state if the last sample is older than POOL_SAMPLE_SECONDS. Two
+    threads may both sample at the turn of a second; the later write wins, which is fine."""
+    global _next_pool_sample
+    now = time.monotonic()
+    if now < _next_pool_sample:
+        return
+    _next_pool_sample = now + POOL_SAMPLE_SECONDS
+    figures = stats()
+    POOL_SIZE.set(figures.get("pool_size", 0))
+    POOL_IDLE.set(figures.get("pool_available", 0))
+    POOL_WAITING.set(figures.get("requests_waiting", 0))
 
 
 def exposition() -> bytes:
