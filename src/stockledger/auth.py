@@ -1,8 +1,9 @@
 """Who is calling: a broker by API key, or the operator by the admin token.
 
-Keys are random (256-bit secrets), shown once, stored only as SHA-256 hashes, compared in
-constant time, and never logged. Authorization (which accounts a broker sees) is applied in
-the queries themselves: a broker's reads and trades are filtered by its broker_id.
+Keys are random (256-bit secrets), shown once, stored only as SHA-256 hashes, and never
+logged. The database checks them (broker_of_key(), migration 0007), so that a trade can carry
+its own check and cost one round trip. Authorization (which accounts a broker sees) is applied
+in the queries themselves: a broker's reads and trades are filtered by its broker_id.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from stockledger.db import plain_row
-from stockledger.errors import StockledgerError
+from stockledger.errors import CODE_HEADERS, StockledgerError
 from stockledger.queries import query
 
 KEY_PREFIX = "slk"
@@ -72,7 +74,7 @@ def revoke_key(conn: psycopg.Connection[Any], broker_id: int, key_id: str) -> di
 
 def _unauthenticated(detail: str) -> StockledgerError:
     return StockledgerError(
-        "unauthenticated", detail, headers={"WWW-Authenticate": 'Bearer realm="stockledger"'}
+        "unauthenticated", detail, headers=dict(CODE_HEADERS["unauthenticated"])
     )
 
 
@@ -90,24 +92,86 @@ def is_admin_token(token: str, admin_token: str | None) -> bool:
     return admin_token is not None and hmac.compare_digest(_digest(token), _digest(admin_token))
 
 
+def parse_key(token: str) -> tuple[str, str] | None:
+    """(key_id, secret) of a well-formed API key; None for anything else."""
+    match = _KEY.match(token)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def authenticate(
     conn: psycopg.Connection[Any], authorization: str | None, admin_token: str | None
 ) -> Caller:
+    """The caller, or the reason it is refused: 401 (missing, malformed, unknown, revoked
+    credentials) or 403 (the key's broker is not active), raised by broker_of_key() for keys."""
     token = bearer_token(authorization)
     if is_admin_token(token, admin_token):
         return ADMIN
-    match = _KEY.match(token)
-    if match is None:
+    parsed = parse_key(token)
+    if parsed is None:
         raise _unauthenticated("unknown credentials")
-    key_id, secret = match.groups()
-    row = conn.execute(query("broker_key"), {"key_id": key_id}).fetchone()
-    # The digest is compared even when no row matched, so a miss costs what a hit costs.
-    stored: bytes = row[1] if row else b"\0" * 32
-    if not hmac.compare_digest(_digest(secret), stored) or row is None:
-        raise _unauthenticated("unknown credentials")
-    broker_id, _, revoked, status = row
-    if revoked:
-        raise _unauthenticated("this key has been revoked")
-    if status != "active":
-        raise StockledgerError("forbidden", f"broker {broker_id} is {status}")
+    key_id, secret = parsed
+    row = conn.execute(
+        query("broker_of_key"), {"key_id": key_id, "secret_hash": _digest(secret)}
+    ).fetchone()
+    assert row is not None, "broker_of_key() returns a broker or raises"
+    broker_id: int = row[0]
+    _known_brokers.remember(key_id, broker_id)
     return Caller(broker_id=broker_id)
+
+
+@dataclass(frozen=True)
+class PresentedKey:
+    """An API key presented with a request, not checked yet, and the broker it belonged to
+    when this process last checked it. The statement that uses it checks it first."""
+
+    key_id: str
+    secret_hash: bytes
+    broker_id: int
+
+
+class _KnownBrokers:
+    """key_id -> broker_id of keys this process has seen pass. The pair never changes
+    (broker_keys refuses an update of broker_id), so it needs no expiry: what may change,
+    revocation and the broker's status, is checked by every statement anyway."""
+
+    LIMIT = 10_000  # live keys of a brokerage are far fewer; a bound all the same
+
+    def __init__(self) -> None:
+        self._brokers: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key_id: str, broker_id: int) -> None:
+        with self._lock:
+            if len(self._brokers) >= self.LIMIT:
+                self._brokers.clear()
+            self._brokers[key_id] = broker_id
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._brokers.pop(key_id, None)
+
+    def get(self, key_id: str) -> int | None:
+        return self._brokers.get(key_id)
+
+
+_known_brokers = _KnownBrokers()
+
+
+def presented_key(authorization: str | None, admin_token: str | None) -> PresentedKey | None:
+    """The request's API key, when its check can wait for the statement that uses it: a
+    well-formed key this process has seen pass before. None otherwise (authenticate first)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    parsed = parse_key(token.strip()) if scheme.lower() == "bearer" else None
+    if parsed is None or is_admin_token(token.strip(), admin_token):
+        return None
+    key_id, secret = parsed
+    broker_id = _known_brokers.get(key_id)
+    if broker_id is None:
+        return None
+    return PresentedKey(key_id, _digest(secret), broker_id)
+
+
+def forget_key(key_id: str) -> None:
+    _known_brokers.forget(key_id)

@@ -99,6 +99,13 @@ SQLSTATE_CODES: dict[str, tuple[str, str | None]] = {
     "SL010": ("derived_data", None),
     "SL011": ("immutable_field", None),
     "SL012": ("idempotency_key_reused", None),
+    # broker_of_key(): unknown key, wrong secret, revoked key (0007).
+    "SL013": ("unauthenticated", None),
+}
+
+# Headers a problem of this code always carries (RFC 9110: a 401 names its scheme).
+CODE_HEADERS: dict[str, dict[str, str]] = {
+    "unauthenticated": {"WWW-Authenticate": 'Bearer realm="stockledger"'},
 }
 
 # Unique and foreign-key constraints whose violation has a meaning of its own.
@@ -144,7 +151,12 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     message = diag.message_primary or "database error"
     if sqlstate in SQLSTATE_CODES:
         code, fixed_detail = SQLSTATE_CODES[sqlstate]
-        return StockledgerError(code, fixed_detail or message, extra=_batch_position(diag))
+        return StockledgerError(
+            code,
+            fixed_detail or message,
+            extra=_batch_position(diag),
+            headers=dict(CODE_HEADERS.get(code, {})),
+        )
     constraint = diag.constraint_name or ""
     if constraint in CONSTRAINT_CODES:
         code, detail = CONSTRAINT_CODES[constraint]

@@ -16,6 +16,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.rows import dict_row
 
+from stockledger.auth import PresentedKey
 from stockledger.db import plain_row
 from stockledger.errors import not_found
 from stockledger.models import PRICE_STEP, TradeRequest
@@ -83,14 +84,42 @@ def execute_trade(
 ) -> TradeResult:
     if request.broker_id is None:
         raise ValueError("a trade needs its broker")
+    name: LiteralString = "trade" if idempotency_key is None else "trade_idempotent"
+    result = _run_trade(conn, name, _trade_params(request, idempotency_key))
+    assert result is not None, "trade() returns exactly one row or raises"
+    return result
+
+
+def execute_trade_for_key(
+    conn: psycopg.Connection[Any],
+    request: TradeRequest,
+    key: PresentedKey,
+    idempotency_key: str | None = None,
+) -> TradeResult | None:
+    """The trade, with the caller's key checked first in the same statement. request names
+    the broker the key belonged to; None (nothing written) if it no longer does."""
+    if request.broker_id != key.broker_id:
+        raise ValueError("a trade for a key names the key's broker")
+    params = _trade_params(request, idempotency_key)
+    params.update(key_id=key.key_id, secret_hash=key.secret_hash)
+    name: LiteralString = "trade_for_key" if idempotency_key is None else "trade_idempotent_for_key"
+    return _run_trade(conn, name, params)
+
+
+def _trade_params(request: TradeRequest, idempotency_key: str | None) -> dict[str, Any]:
     params = request.model_dump()
-    name: LiteralString = "trade"
     if idempotency_key is not None:
-        name = "trade_idempotent"
         params.update(idempotency_key=idempotency_key, request_hash=request_fingerprint(request))
+    return params
+
+
+def _run_trade(
+    conn: psycopg.Connection[Any], name: LiteralString, params: dict[str, Any]
+) -> TradeResult | None:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query(name), params).fetchone()
-    assert row is not None, "trade() returns exactly one row or raises"
+    if row is None:
+        return None
     position = row.pop("position_quantity")
     replayed = row.pop("replayed", False)
     return TradeResult(Trade(**row), position, replayed)

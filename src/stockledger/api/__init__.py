@@ -4,6 +4,10 @@ A request borrows one pooled connection (on first use) and returns it at teardow
 authentication and the work of the view share it. Authentication runs before the view (in a
 blueprint's before_request), hence before request validation: an unauthenticated caller
 learns nothing, not even which fields are wrong.
+
+The trade routes may defer the check of a known key to the trade's own statement (one round
+trip instead of two). Any problem answered before that statement ran checks the key first
+(credentials_first), so the order callers see is the same.
 """
 
 from __future__ import annotations
@@ -59,6 +63,30 @@ def caller() -> auth.Caller:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def key_checked_by_statement(view: F) -> F:
+    """Mark a view whose statement checks the caller's API key itself (trade_for_key)."""
+    view.stockledger_key_checked_by_statement = True  # type: ignore[attr-defined]
+    return view
+
+
+def presented_key() -> auth.PresentedKey | None:
+    """The key of this request whose check was deferred to the view's statement, if any."""
+    key: auth.PresentedKey | None = g.get("stockledger_presented_key")
+    return key
+
+
+def key_checked() -> None:
+    """The view's statement has checked (or is checking) the presented key."""
+    g.pop("stockledger_presented_key", None)
+
+
+def credentials_first() -> None:
+    """Before a problem is answered: a presented key not checked yet is checked now, and
+    refuses the request (401/403) if it does not pass."""
+    if g.pop("stockledger_presented_key", None) is not None:
+        caller()
+
+
 def admin_only(view: F) -> F:
     """Mark a view as administration: only the admin token may call it."""
     view.stockledger_admin_only = True  # type: ignore[attr-defined]
@@ -68,8 +96,13 @@ def admin_only(view: F) -> F:
 def authorize() -> None:
     """before_request of every protected blueprint: a broker key or the admin token, and the
     admin token alone for administration views."""
-    who = caller()
     view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "stockledger_key_checked_by_statement", False):
+        key = auth.presented_key(request.headers.get("Authorization"), settings().admin_token)
+        if key is not None:
+            g.stockledger_presented_key = key
+            return
+    who = caller()
     if getattr(view, "stockledger_admin_only", False) and not who.is_admin:
         detail = "administration needs the admin token"
         if settings().admin_token is None:

@@ -16,7 +16,7 @@ from flask_openapi3.openapi import OpenAPI
 from flask_openapi3.types import ResponseDict
 from pydantic import ValidationError
 
-from stockledger.api.problems import PROBLEM_JSON, problem_response
+from stockledger.api.problems import PROBLEM_JSON, credentials_refused, problem_response
 from stockledger.models import invalid
 from stockledger.responses import Problem
 
@@ -60,7 +60,9 @@ WITH_BODY = problems(400, 401, 403, 404, 409, 413, 422, 503)
 
 
 def _validation_failed(exc: ValidationError) -> Response:
-    return problem_response(invalid(exc))
+    # flask-openapi3 hands this answer to abort(), which Flask returns without calling the
+    # error handlers: the deferred key check must happen here too.
+    return credentials_refused() or problem_response(invalid(exc))
 
 
 def create_openapi_app(name: str) -> OpenAPI:

@@ -33,7 +33,25 @@ def problem_response(error: StockledgerError) -> Response:
     return response
 
 
+def credentials_refused() -> Response | None:
+    """The answer to a request whose deferred key check fails, if it does: an unauthenticated
+    caller hears that first, whatever else was wrong with its request."""
+    from stockledger.api import credentials_first
+
+    try:
+        credentials_first()
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        return problem_response(error)
+    return None
+
+
 def _handle_http(exc: HTTPException) -> Response:
+    refused = credentials_refused()
+    if refused is not None:
+        return refused
     if exc.response is not None:
         # abort(response): an answer already made (a validation problem from flask-openapi3).
         return exc.response  # type: ignore[return-value]
@@ -52,6 +70,9 @@ def _handle_http(exc: HTTPException) -> Response:
 
 
 def _handle_any(exc: Exception) -> Response:
+    refused = credentials_refused()
+    if refused is not None:
+        return refused
     error = translate(exc)
     if error is None:
         # A bug: log it with its traceback for the operator, tell the caller nothing inside.

@@ -7,7 +7,7 @@ from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 
 from stockledger import ledger
-from stockledger.api import caller, connection, protect
+from stockledger.api import caller, connection, key_checked_by_statement, protect
 from stockledger.api.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
 from stockledger.api.trades import submit_trade
 from stockledger.models import AccountQuery, IdempotencyHeader, TradeRequest
@@ -31,6 +31,7 @@ def get_holdings(query: AccountQuery) -> Response:
 
 
 @blueprint.post("/trade", responses={201: TradeExecuted, **WITH_BODY})
+@key_checked_by_statement
 def post_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
     """Execute one buy or sell (the same as POST /v1/trades)"""
     return submit_trade(body, header)

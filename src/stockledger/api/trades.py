@@ -6,8 +6,17 @@ from flask import Response, jsonify
 from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 
-from stockledger import ledger, metrics
-from stockledger.api import broker_caller, caller, connection, protect, settings
+from stockledger import auth, ledger, metrics
+from stockledger.api import (
+    broker_caller,
+    caller,
+    connection,
+    key_checked,
+    key_checked_by_statement,
+    presented_key,
+    protect,
+    settings,
+)
 from stockledger.api.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
 from stockledger.api.strict_json import larger_body
 from stockledger.errors import StockledgerError
@@ -29,10 +38,22 @@ def as_caller(trade: TradeRequest, broker_id: int | None) -> TradeRequest:
 
 
 def submit_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
-    """Execute one trade for the calling broker; replay it for a repeated Idempotency-Key."""
-    who = broker_caller()
-    trade = as_caller(body, who.broker_id)
-    result = ledger.execute_trade(connection(), trade, header.idempotency_key)
+    """Execute one trade for the calling broker; replay it for a repeated Idempotency-Key.
+
+    With a key this process knows, the key is checked by the trade's own statement."""
+    key = presented_key()
+    trade = as_caller(body, key.broker_id if key else broker_caller().broker_id)
+    result = None
+    if key is not None:
+        key_checked()
+        result = ledger.execute_trade_for_key(connection(), trade, key, header.idempotency_key)
+        if result is None:
+            # Not that broker's key any more (it cannot happen: broker_keys refuses the
+            # change): nothing was written; authenticate it afresh.
+            auth.forget_key(key.key_id)
+            trade = as_caller(body, broker_caller().broker_id)
+    if result is None:
+        result = ledger.execute_trade(connection(), trade, header.idempotency_key)
     response = jsonify(result.to_json())
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -42,6 +63,7 @@ def submit_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Respons
 
 
 @blueprint.post("/v1/trades", responses={201: TradeExecuted, **WITH_BODY})
+@key_checked_by_statement
 def post_trade(body: TradeRequest, header: IdempotencyHeader) -> tuple[Response, int]:
     """Execute one buy or sell
 

@@ -15,6 +15,27 @@ FROM trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s, %(b
                       %(symbol)s, %(side)s, %(quantity)s, %(price)s, %(executed_at)s,
                       %(client_order_id)s);
 
+-- name: trade_for_key
+-- trade, with the caller's API key checked first in the same statement (one round trip): the
+-- trade runs for the broker broker_of_key() returns, and only after it returned. No row: the
+-- key is not the broker's the caller expected (authenticate again).
+SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
+       t.executed_at, t.seq, t.client_order_id, t.position_quantity
+FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
+CROSS JOIN LATERAL trade(%(account_id)s, k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
+                         %(price)s, %(executed_at)s, %(client_order_id)s) AS t
+WHERE k.broker_id = %(broker_id)s;
+
+-- name: trade_idempotent_for_key
+-- trade_idempotent, with the key checked first as in trade_for_key.
+SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
+       t.executed_at, t.seq, t.client_order_id, t.position_quantity, t.replayed
+FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
+CROSS JOIN LATERAL trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s,
+                                    k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
+                                    %(price)s, %(executed_at)s, %(client_order_id)s) AS t
+WHERE k.broker_id = %(broker_id)s;
+
 -- name: trade_batch
 -- All or nothing: one element of each array per trade, in batch order.
 SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
@@ -162,7 +183,6 @@ UPDATE broker_keys SET revoked_at = coalesce(revoked_at, now())
 WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s
 RETURNING key_id, broker_id, created_at, revoked_at;
 
--- name: broker_key
-SELECT k.broker_id, k.secret_hash, k.revoked_at IS NOT NULL AS revoked, b.status
-FROM broker_keys k JOIN brokers b ON b.broker_id = k.broker_id
-WHERE k.key_id = %(key_id)s;
+-- name: broker_of_key
+-- The broker of a live key; refused with SL013 (401) or SL005 (403) otherwise.
+SELECT broker_of_key(%(key_id)s, %(secret_hash)s);

@@ -419,7 +419,7 @@ GRANT UPDATE (name, active) ON stocks TO stockledger_app;
 -- Broker API keys (migration 0003) ------------------------------------------------------------
 --
 -- A key reads slk_<key_id>_<secret>: key_id (public, 16 hex digits) finds the row, the secret
--- (256 random bits) is compared in constant time against secret_hash by the application.
+-- (256 random bits) is compared as its SHA-256 digest against secret_hash (broker_of_key(), 0007).
 -- A broker may hold several live keys at once, so rotation has no downtime; revocation is
 -- one-way.
 
@@ -896,3 +896,40 @@ GRANT SELECT ON holds TO stockledger_app;
 -- trades_admit_batch() appear above in the form 0006 gives them (the migration replaces them):
 -- casts to the base types where they return trades' columns, the trigger functions as
 -- SECURITY INVOKER, the aggregate pre-check and MERGE in the batch trigger.
+
+-- 0007: the API key check as a function, so that a trade can carry its own authentication.
+--
+-- broker_of_key() answers which broker a live key belongs to, or refuses it with the reason:
+-- SL013 (unknown key, wrong secret, revoked key: 401 unauthenticated) or SL005 (the broker is
+-- not active: 403 forbidden, as the trades trigger says it). The API authenticates every
+-- request with it, and the trade routes call it in the same statement as the trade
+-- (FROM broker_of_key(…) CROSS JOIN LATERAL trade(…)): the trade runs only for the broker it
+-- returns, after it returned, and one round trip does both.
+--
+-- The secret is compared as its SHA-256 digest. Comparing digests with = can reveal how many
+-- leading bytes of the stored digest a guess's digest matches, which does not help find a
+-- secret whose digest matches more (SHA-256 is preimage resistant); key_id is public.
+
+CREATE FUNCTION broker_of_key(p_key_id text, p_secret_hash bytea) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+DECLARE
+    k record;
+BEGIN
+    SELECT bk.broker_id, bk.secret_hash, bk.revoked_at, b.status INTO k
+    FROM broker_keys bk JOIN brokers b ON b.broker_id = bk.broker_id
+    WHERE bk.key_id = p_key_id;
+    IF NOT FOUND OR k.secret_hash IS DISTINCT FROM p_secret_hash THEN
+        RAISE EXCEPTION 'unknown credentials' USING ERRCODE = 'SL013';
+    END IF;
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'this key has been revoked' USING ERRCODE = 'SL013';
+    END IF;
+    IF k.status <> 'active' THEN
+        RAISE EXCEPTION 'broker % is %', k.broker_id, k.status USING ERRCODE = 'SL005';
+    END IF;
+    RETURN k.broker_id;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION broker_of_key(text, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION broker_of_key(text, bytea) TO stockledger_app;
