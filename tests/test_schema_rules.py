@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.conftest import World, add_stock, ledger_snapshot
 
@@ -452,3 +453,59 @@ def test_new_stock_is_tradable_at_once(conn, world: World) -> None:
     add_stock(conn, "NEW.A")
     insert_trade(conn, world, symbol="NEW.A")
     assert position(conn, world.account, "NEW.A") == 1
+
+
+# Migration 0008 rewrote two printable-ASCII rules from a bounded regex repetition into a
+# length bound and an unbounded one (the first cost a quarter of an idempotent trade's CPU).
+# The domains must accept exactly what the original expressions accepted.
+PRINTABLE_RULES = [
+    ("trade_client_order_id", r"^[\x21-\x7E]{1,64}$", 64),
+    ("idempotency_key_text", r"^[\x21-\x7E]{1,255}$", 255),
+]
+EDGE_CHARACTERS = ["!", "~", "a", " ", "\t", "\x7f", "é", "€", "\U0001f600"]
+
+
+def _edge_values(limit: int) -> list[str]:
+    values = ["", "a" * limit, "a" * (limit + 1), "~" * (limit - 1) + "é"]
+    values += [c for c in EDGE_CHARACTERS] + ["x" + c + "y" for c in EDGE_CHARACTERS]
+    # multi-byte characters counted as one each would fit; counted in bytes they do not
+    values += ["é" * (limit // 2 + 1)]
+    return values
+
+
+@pytest.mark.parametrize(("domain", "original", "limit"), PRINTABLE_RULES)
+def test_printable_rules_accept_exactly_what_the_original_regex_did(
+    conn, domain: str, original: str, limit: int
+) -> None:
+    checked = 0
+    for value in _edge_values(limit):
+        expected = conn.execute("SELECT %s ~ %s", [value, original]).fetchone()[0]
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT %s::{}").format(sql.Identifier(domain)), [value])
+            accepted = True
+        except psycopg.errors.CheckViolation:
+            accepted = False
+        assert accepted == expected, (domain, value)
+        checked += 1
+    assert checked > 20
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        r"^[\x21-\x7E]*$",  # lets the empty string through
+        r"^[\x21-\x7E]{1,65}$",  # a bound one too loose
+        r"^[\x20-\x7E]{1,64}$",  # lets a space through
+    ],
+)
+def test_the_edge_values_tell_a_wrong_rule_apart(conn, broken: str) -> None:
+    # The control: the values above are not all accepted alike by a slightly wrong rule.
+    original, limit = PRINTABLE_RULES[0][1], PRINTABLE_RULES[0][2]
+    differ = [
+        value
+        for value in _edge_values(limit) + _edge_values(PRINTABLE_RULES[1][2])
+        if conn.execute("SELECT %s ~ %s, %s ~ %s", [value, original, value, broken]).fetchone()
+        in ((True, False), (False, True))
+    ]
+    assert differ
