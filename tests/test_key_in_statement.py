@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from stockledger import auth
+from stockledger import auth, ledger
 from stockledger.queries import query
 from tests.conftest import World, bearer, ledger_snapshot
 
@@ -39,13 +39,32 @@ def forged(world: World) -> str:
     return f"slk_{world.key_a.split('_')[1]}_" + "B" * 43
 
 
-def test_a_known_key_trades_in_one_statement(client: FlaskClient, world: World) -> None:
+def calls_of(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Count the calls of module.name, which still does what it did (a spy, not a stand-in)."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["/trade", "/v1/trades"])
+def test_a_known_key_trades_in_one_statement(
+    client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
     key = auth.presented_key(f"Bearer {world.key_a}", None)
     assert key is None, "a key this process has not seen pass is checked first"
     known(client, world)
-    response = client.post("/v1/trades", json=buy(world), headers=bearer(world.key_a))
+    separate_checks = calls_of(monkeypatch, auth, "authenticate")
+    in_statement = calls_of(monkeypatch, ledger, "execute_trade_for_key")
+    response = client.post(path, json=buy(world), headers=bearer(world.key_a))
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["trade"]["broker_id"] == world.broker_a
+    assert (len(separate_checks), len(in_statement)) == (0, 1)
 
 
 @pytest.mark.parametrize("path", ["/trade", "/v1/trades"])
