@@ -175,3 +175,20 @@ def test_a_key_of_another_broker_than_expected_writes_nothing(
     broken = query("trade_for_key").replace("WHERE k.broker_id", "WHERE t.broker_id")
     assert run_for_key(conn, world, world.broker_b, broken) == []
     assert ledger_snapshot(conn) != before
+
+
+def test_a_stale_known_broker_writes_nothing_then_trades_for_the_keys_broker(
+    client: FlaskClient, conn: psycopg.Connection[Any], world: World
+) -> None:
+    # Cannot happen (broker_keys refuses a change of broker_id); forced here through the
+    # process's memory to exercise the way back: the statement writes nothing, the key is
+    # forgotten and authenticated afresh, and the trade is its real broker's, once.
+    key_id = world.key_a.split("_")[1]
+    auth._known_brokers.remember(key_id, world.broker_b)
+    before = conn.execute("SELECT count(*) FROM trades").fetchone()
+    response = client.post("/v1/trades", json=buy(world), headers=bearer(world.key_a))
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["trade"]["broker_id"] == world.broker_a
+    after = conn.execute("SELECT count(*) FROM trades").fetchone()
+    assert (after[0] - before[0]) == 1
+    assert auth.presented_key(f"Bearer {world.key_a}", None).broker_id == world.broker_a
