@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from stockledger import admin, auth, migrations
+from stockledger.bench.web import process_tree
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate
@@ -65,16 +66,23 @@ class KillablePostgres:
         return int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
 
     def kill9(self) -> None:
-        """SIGKILL to the postmaster's whole process group: no shutdown, no final flush."""
+        """SIGKILL to the postmaster and every process it started: no shutdown, no final
+        flush. Each child of the postmaster leads a process group of its own, so killing the
+        postmaster's group alone left backends alive for a moment, still attached to the
+        shared memory: a restart in that moment was refused ("pre-existing shared memory
+        block is still in use")."""
         pid = self.postmaster_pid()
-        group = os.getpgid(pid)
         # pg_ctl starts the postmaster in a session of its own; never signal ours.
-        assert group != os.getpgid(0), "the postmaster shares the test's process group"
-        os.killpg(group, signal.SIGKILL)
+        assert os.getpgid(pid) != os.getpgid(0), "the postmaster shares the test's process group"
+        os.kill(pid, signal.SIGSTOP)  # no new child between the listing and the kill
+        server = process_tree(pid)
+        for process in server:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while any(_alive(p) for p in server) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _alive(pid), "the postmaster survived SIGKILL"
+        assert not any(_alive(p) for p in server), "a server process survived SIGKILL"
         # The dead postmaster stays a zombie until init reaps it, and both the embedded package
         # and PostgreSQL's own lock-file check take a zombie for a live server: remove the
         # data directory's and the socket's lock files, as an operator would after checking.

@@ -1,4 +1,4 @@
-"""PostgreSQL killed -9 (the whole process group) over and over while brokers trade through the
+"""PostgreSQL killed -9 (the postmaster and every process it started) over and over while brokers trade through the
 API with idempotency keys: every acknowledged trade is in the ledger exactly once.
 
 Negative control: with synchronous_commit=off the same loop loses acknowledged trades, and the
