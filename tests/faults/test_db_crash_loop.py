@@ -1,5 +1,6 @@
-"""PostgreSQL killed -9 (the postmaster and every process it started) over and over while brokers trade through the
-API with idempotency keys: every acknowledged trade is in the ledger exactly once.
+"""PostgreSQL killed -9 (the postmaster and every process it started) over and over while
+brokers trade through the API with idempotency keys: every acknowledged trade is in the ledger
+exactly once.
 
 Negative control: with synchronous_commit=off the same loop loses acknowledged trades, and the
 audit reports it. (Retries without keys rarely duplicate here: a database killed between its
