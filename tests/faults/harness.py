@@ -29,7 +29,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from stockledger import admin, auth, migrations
-from stockledger.bench.web import process_tree
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate
@@ -69,20 +68,22 @@ class KillablePostgres:
         """SIGKILL to the postmaster and every process it started: no shutdown, no final
         flush. Each child of the postmaster leads a process group of its own, so killing the
         postmaster's group alone left backends alive for a moment, still attached to the
-        shared memory: a restart in that moment was refused ("pre-existing shared memory
-        block is still in use")."""
+        shared memory, and a restart in that moment was refused ("pre-existing shared memory
+        block is still in use"). They are found by their working directory, the data
+        directory, until none is left: a backend forked while the postmaster was being killed
+        is found on the next pass."""
         pid = self.postmaster_pid()
         # pg_ctl starts the postmaster in a session of its own; never signal ours.
         assert os.getpgid(pid) != os.getpgid(0), "the postmaster shares the test's process group"
-        os.kill(pid, signal.SIGSTOP)  # no new child between the listing and the kill
-        server = process_tree(pid)
-        for process in server:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process, signal.SIGKILL)
+        pgdata = self.server.pgdata.resolve()
+        os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in server) and time.monotonic() < deadline:
+        while (left := _processes_in(pgdata)) and time.monotonic() < deadline:
+            for process in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
             time.sleep(0.01)
-        assert not any(_alive(p) for p in server), "a server process survived SIGKILL"
+        assert not _processes_in(pgdata), "a server process survived SIGKILL"
         # The dead postmaster stays a zombie until init reaps it, and both the embedded package
         # and PostgreSQL's own lock-file check take a zombie for a live server: remove the
         # data directory's and the socket's lock files, as an operator would after checking.
@@ -107,6 +108,18 @@ class KillablePostgres:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory`` (a PostgreSQL server's are its
+    data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cwd").resolve() == directory and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
