@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.processes import clean_env, stockledger_command
 
 
@@ -37,7 +39,13 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
         "holdings_big_over_small",
         "batch_trades_per_second",
         "batch_large_trades_per_second",
+        "db_trade_best_over_ceiling_best",
     }
+    best_ceiling = max(r["tps"] for r in figures["db_ceiling"])
+    assert figures["ratios"]["db_trade_best_over_ceiling_best"] == pytest.approx(
+        max(r["tps"] for r in figures["db_trade"]) / best_ceiling
+    )
+    assert "each side at its best client count" in result.stdout
     assert all(figures["verify"].values()), figures["verify"]
     # wrk comes from scripts/install-tools: CI must run the HTTP scenario, a laptop may lack it.
     if shutil.which("wrk") is None and os.environ.get("CI") != "true":
@@ -48,3 +56,6 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
     assert all(r["rps"] > 0 and r["executed"] > 0 and r["socket_errors"] == 0 for r in http_runs)
     assert all(r["peak_rss_mib"] > 0 and r["server_processes"] >= 3 for r in http_runs)
     assert set(figures["ratios"]["http_trade_over_ceiling"]) == {"1", "4"}
+    assert figures["ratios"]["http_trade_best_over_ceiling_best"] == pytest.approx(
+        max(r["rps"] for r in http_runs) / best_ceiling
+    )

@@ -26,7 +26,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(_row("http trade (POST /trade, wrk)", row, r["rps"] / ceiling[r["clients"]]))
     hot = results["hot_account"]
     lines.append(_row("hot account (one account)", hot, None))
-    lines += [""]
+    lines += ["", _best_line(results), ""]
     if web["runs"]:
         lines.append(
             f"http trade: gunicorn {web['workers']} workers x {web['threads']} threads; "
@@ -55,6 +55,24 @@ def table(results: dict[str, Any]) -> str:
         + ("all invariants hold" if all(results["verify"].values()) else str(results["verify"])),
     ]
     return "\n".join(lines)
+
+
+def _best_line(results: dict[str, Any]) -> str:
+    """SPEC §5's form of the two throughput ratios: each side at its best client count."""
+    ceiling = max(results["db_ceiling"], key=lambda r: r["tps"])
+    trade = max(results["db_trade"], key=lambda r: r["tps"])
+    line = (
+        f"each side at its best client count (SPEC §5): db trade / ceiling "
+        f"{trade['tps'] / ceiling['tps']:.2f} ({trade['clients']} vs {ceiling['clients']} clients)"
+    )
+    runs = results.get("http_trade", {"runs": []})["runs"]
+    if runs:
+        web = max(runs, key=lambda r: r["rps"])
+        line += (
+            f", http trade / ceiling {web['rps'] / ceiling['tps']:.2f} "
+            f"({web['clients']} vs {ceiling['clients']} clients)"
+        )
+    return line
 
 
 def _most(web: dict[str, Any], figure: str) -> float:
