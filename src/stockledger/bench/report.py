@@ -107,10 +107,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("POST /trade (HTTP)", [{**r, "tps": r["rps"]} for r in web_runs]),
     ):
         left.plot([r["clients"] for r in runs], [r["tps"] for r in runs], marker="o", label=label)
+    # SPEC §5's targets, as multiples of the ceiling's best: where each line must reach.
+    best_ceiling = max(r["tps"] for r in results["db_ceiling"])
+    for factor, label, colour in ((2.0, "trade() target", "C1"), (0.5, "HTTP target", "C2")):
+        left.axhline(factor * best_ceiling, linestyle="--", linewidth=1, color=colour)
+        left.annotate(
+            f"{label}: {factor:g}x the best ceiling",
+            (1, factor * best_ceiling),
+            textcoords="offset points",
+            xytext=(2, 3),
+            fontsize=8,
+            color=colour,
+        )
     left.set_xlabel("clients")
     left.set_ylabel("transactions per second")
     left.set_xscale("log", base=2)
-    left.legend()
+    left.legend(loc="upper left", bbox_to_anchor=(0, 0.93), fontsize=9)
     left.set_title("Throughput against the database's ceiling")
     h = results["holdings"]
     names = ["positions\n(big)", "positions\n(small)", "holds view\n(big)", "holds view\n(small)"]
