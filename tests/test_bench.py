@@ -45,6 +45,8 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
     assert figures["ratios"]["db_trade_best_over_ceiling_best"] == pytest.approx(
         max(r["tps"] for r in figures["db_trade"]) / best_ceiling
     )
+    best = figures["ratios"]["best_client_counts"]
+    assert best["db_ceiling"] == max(figures["db_ceiling"], key=lambda r: r["tps"])["clients"]
     assert "each side at its best client count" in result.stdout
     assert all(figures["verify"].values()), figures["verify"]
     # wrk comes from scripts/install-tools: CI must run the HTTP scenario, a laptop may lack it.
@@ -59,3 +61,4 @@ def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
     assert figures["ratios"]["http_trade_best_over_ceiling_best"] == pytest.approx(
         max(r["rps"] for r in http_runs) / best_ceiling
     )
+    assert best["http_trade"] == max(http_runs, key=lambda r: r["rps"])["clients"]

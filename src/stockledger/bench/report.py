@@ -59,18 +59,16 @@ def table(results: dict[str, Any]) -> str:
 
 def _best_line(results: dict[str, Any]) -> str:
     """SPEC §5's form of the two throughput ratios: each side at its best client count."""
-    ceiling = max(results["db_ceiling"], key=lambda r: r["tps"])
-    trade = max(results["db_trade"], key=lambda r: r["tps"])
+    ratios, best = results["ratios"], results["ratios"]["best_client_counts"]
     line = (
         f"each side at its best client count (SPEC §5): db trade / ceiling "
-        f"{trade['tps'] / ceiling['tps']:.2f} ({trade['clients']} vs {ceiling['clients']} clients)"
+        f"{ratios['db_trade_best_over_ceiling_best']:.2f} "
+        f"({best['db_trade']} vs {best['db_ceiling']} clients)"
     )
-    runs = results.get("http_trade", {"runs": []})["runs"]
-    if runs:
-        web = max(runs, key=lambda r: r["rps"])
+    if "http_trade" in best:
         line += (
-            f", http trade / ceiling {web['rps'] / ceiling['tps']:.2f} "
-            f"({web['clients']} vs {ceiling['clients']} clients)"
+            f", http trade / ceiling {ratios['http_trade_best_over_ceiling_best']:.2f} "
+            f"({best['http_trade']} vs {best['db_ceiling']} clients)"
         )
     return line
 
