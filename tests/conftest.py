@@ -220,6 +220,13 @@ def add_stock(conn: psycopg.Connection[Any], symbol: str) -> None:
     admin.add_stock(conn, StockCreate(symbol=symbol, name=f"{symbol} Inc."))
 
 
+def scalar(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
+    """The first column of the one row a query must return."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row[0]
+
+
 def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     """Everything a bad request must leave untouched."""
     return (

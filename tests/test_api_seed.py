@@ -36,7 +36,7 @@ def trade_body(world: World, **changes: Any) -> dict[str, Any]:
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == PROBLEM
-    problem = response.get_json(force=True)
+    problem: dict[str, Any] = response.get_json(force=True)
     assert problem["code"] == code
     assert problem["status"] == status
     assert set(problem) >= {"type", "title", "status", "detail", "code"}
@@ -171,7 +171,7 @@ def test_rule_violations_map_to_codes(
     code: str,
 ) -> None:
     if setup:
-        conn.execute(setup.format(account=world.account, broker=world.broker_a))  # type: ignore[arg-type]
+        conn.execute(setup.format(account=world.account, broker=world.broker_a))
     if changes.get("broker_id") == "other":
         changes = {**changes, "broker_id": world.broker_b}
     before = ledger_snapshot(conn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -228,7 +229,7 @@ def test_referenced_rows_still_cannot_be_deleted(
         f"DELETE FROM brokers WHERE broker_id = {world.broker_a}",
     ):
         with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 # Concurrency: batches that sell the same position at once never oversell ----------------------
@@ -304,7 +305,7 @@ def test_negative_control_batches_without_the_set_wise_check_oversell(
     oversells, or the test above proves nothing."""
     conn.execute("ALTER TABLE trades DISABLE TRIGGER trades_admit_batch")
     refill(conn, world)
-    sold = run_together([lambda c=c: batch_seller(world, [])(c) for c in seller_connections])
+    sold = run_together([partial(batch_seller(world, []), c) for c in seller_connections])
     assert sum(sold) > HELD // LOT  # oversold: the harness sees it
     assert msft_position(conn, world) < 0
 
@@ -313,14 +314,17 @@ def test_batch_timestamps_never_precede_the_account_history(
     conn: psycopg.Connection[Any], world: World
 ) -> None:
     late = datetime.now(UTC) + timedelta(seconds=2)
-    single = TradeRequest(
-        account_id=world.account,
-        broker_id=world.broker_a,
-        symbol="AAPL",
-        side="buy",
-        quantity=1,
-        price=Decimal("1"),
-        executed_at=late.isoformat(),
+    # As a request carries it: executed_at is RFC 3339 text, which the model parses.
+    single = TradeRequest.model_validate(
+        {
+            "account_id": world.account,
+            "broker_id": world.broker_a,
+            "symbol": "AAPL",
+            "side": "buy",
+            "quantity": 1,
+            "price": Decimal("1"),
+            "executed_at": late.isoformat(),
+        }
     )
     ledger.execute_trade(conn, single)
     # A batch without executed_at comes after the latest trade, even one stamped ahead.

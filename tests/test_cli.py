@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from stockledger import migrations
 from stockledger.cli import main
-from tests.conftest import World
+from tests.conftest import World, scalar
 
 
 @pytest.fixture
@@ -216,7 +216,7 @@ def test_verify_fails_naming_the_broken_invariant(
     cli: Any, conn: psycopg.Connection[Any], world: World, corruption: list[str], invariant: str
 ) -> None:
     for statement in corruption:
-        conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(statement)
     conn.execute("SET session_replication_role = origin")
     result = cli("verify")
     assert result.exit_code == 1
@@ -252,9 +252,7 @@ def test_migrate_an_external_database_and_refuse_a_stale_one(pg_server: Any) -> 
 def test_broker_with_an_account_owners_tax_id_refused_by_cli(
     cli: Any, world: World, conn: psycopg.Connection[Any]
 ) -> None:
-    owner_tax = conn.execute(
-        "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner]
-    ).fetchone()[0]
+    owner_tax = scalar(conn, "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner])
     result = cli("broker", "add", "--name", "Sneaky", "--tax-id", owner_tax, "--license", "SN-1")
     assert result.exit_code == 1 and result.stderr.startswith("error: broker_owned_account:")
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -46,6 +47,8 @@ def fuzz(app: Flask, token_for: Any, mode: GenerationMode) -> Counter[int]:
     statuses: Counter[int] = Counter()
     checks = CHECKS + ([negative_data_rejection] if mode == GenerationMode.NEGATIVE else [])
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()  # an operation the document describes wrongly
         operation = result.ok()
 
         @settings(

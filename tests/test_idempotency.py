@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def concurrent_posts(app: Flask, world: World, keys: list[str | None]) -> list[A
         responses[i] = post(client, "/v1/trades", {**BODY, "account_id": world.account}, keys[i])
         return True
 
-    run_together([lambda i=i: send(i) for i in range(len(keys))])
+    run_together([partial(send, i) for i in range(len(keys))])
     return responses
 
 

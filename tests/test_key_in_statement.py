@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from stockledger import auth, ledger
 from stockledger.queries import query
-from tests.conftest import World, bearer, ledger_snapshot
+from tests.conftest import World, bearer, ledger_snapshot, scalar
 
 BUY = {"account_id": 0, "symbol": "AAPL", "side": "buy", "quantity": 1, "price": "1.5"}
 
@@ -185,10 +185,10 @@ def test_a_stale_known_broker_writes_nothing_then_trades_for_the_keys_broker(
     # forgotten and authenticated afresh, and the trade is its real broker's, once.
     key_id = world.key_a.split("_")[1]
     auth._known_brokers.remember(key_id, world.broker_b)
-    before = conn.execute("SELECT count(*) FROM trades").fetchone()
+    before = scalar(conn, "SELECT count(*) FROM trades")
     response = client.post("/v1/trades", json=buy(world), headers=bearer(world.key_a))
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["trade"]["broker_id"] == world.broker_a
-    after = conn.execute("SELECT count(*) FROM trades").fetchone()
-    assert (after[0] - before[0]) == 1
-    assert auth.presented_key(f"Bearer {world.key_a}", None).broker_id == world.broker_a
+    assert scalar(conn, "SELECT count(*) FROM trades") - before == 1
+    presented = auth.presented_key(f"Bearer {world.key_a}", None)
+    assert presented is not None and presented.broker_id == world.broker_a

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any, LiteralString, cast
+from typing import Any
 
 import pytest
 
@@ -92,7 +92,7 @@ def test_fresh_migrate_equals_schema_sql(pg_server: Server, empty_db: str) -> No
     url = pg_server.create_database(from_schema)
     try:
         with connect(url) as conn:
-            conn.execute(cast(LiteralString, sql_text("schema.sql")))
+            conn.execute(sql_text("schema.sql"))
         migrated, declared = schema_dump(empty_db), schema_dump(url)
         assert "CREATE TABLE public.trades" in migrated
         assert migrated == declared

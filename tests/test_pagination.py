@@ -87,7 +87,8 @@ def test_walking_all_pages_under_concurrent_inserts(
     existing = matching(conn, world, "AAPL", "buy")
     assert len(existing) > 800
     as_caller(client, world.key_a)
-    stop, written = threading.Event(), []
+    stop = threading.Event()
+    written: list[int] = []
     thread = threading.Thread(target=writer(db_url, world, stop, written))
     thread.start()
     try:

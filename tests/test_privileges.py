@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from stockledger.db import connect
-from tests.conftest import World
+from tests.conftest import World, scalar
 
 FORBIDDEN = [
     "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price) VALUES ({account}, {broker}, 'AAPL', 'buy', 1, 1)",
@@ -50,14 +50,14 @@ def test_application_role_is_refused(
     sql = statement.format(account=world.account, broker=world.broker_a)
     with connect(app_db_url) as app:
         with pytest.raises(psycopg.Error) as caught:
-            app.execute(sql)  # type: ignore[arg-type]
+            app.execute(sql)
         assert caught.value.sqlstate == "42501", caught.value
 
     # The control: the owner is not refused for privilege (rules may still refuse it).
-    owner_role = conn.execute("SELECT current_user").fetchone()[0]
+    owner_role = scalar(conn, "SELECT current_user")
     with conn.transaction(force_rollback=True):
         try:
-            conn.execute(sql.replace("SET ROLE postgres", f'SET ROLE "{owner_role}"'))  # type: ignore[arg-type]
+            conn.execute(sql.replace("SET ROLE postgres", f'SET ROLE "{owner_role}"'))
         except psycopg.Error as exc:
             assert exc.sqlstate != "42501", exc
 

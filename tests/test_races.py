@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ import pytest
 from stockledger import errors, ledger
 from stockledger.db import connect
 from stockledger.models import TradeRequest
-from tests.conftest import World, buy
+from tests.conftest import World, buy, scalar
 
 SELLERS = 32
 ROUNDS = int(os.environ.get("STOCKLEDGER_RACE_ROUNDS", "25"))
@@ -56,7 +57,7 @@ def seller_connections(db_url: str) -> Iterator[list[psycopg.Connection[Any]]]:
 
 
 def oversell_rounds(
-    refill: Callable[[], None],
+    refill: Callable[[], object],
     sell: Callable[[psycopg.Connection[Any]], bool],
     position: Callable[[], int],
     connections: list[psycopg.Connection[Any]],
@@ -67,7 +68,7 @@ def oversell_rounds(
     for _ in range(ROUNDS):
         refill()
         assert position() == HELD
-        results = run_together([lambda c=c: sell(c) for c in connections])
+        results = run_together([partial(sell, c) for c in connections])
         outcomes.append((sum(results), position()))
     return outcomes
 
@@ -128,7 +129,7 @@ def test_negative_control_check_then_insert_without_lock_oversells(
     conn.execute("INSERT INTO naive_positions VALUES (1, 0)")
 
     def sell(c: psycopg.Connection[Any]) -> bool:
-        held = c.execute("SELECT quantity FROM naive_positions WHERE id = 1").fetchone()[0]
+        held = scalar(c, "SELECT quantity FROM naive_positions WHERE id = 1")
         if held < LOT:
             return False
         c.execute("SELECT pg_sleep(0.005)")  # the window every check-then-write has, widened
@@ -136,7 +137,7 @@ def test_negative_control_check_then_insert_without_lock_oversells(
         return True
 
     def position() -> int:
-        return int(conn.execute("SELECT quantity FROM naive_positions WHERE id = 1").fetchone()[0])
+        return int(scalar(conn, "SELECT quantity FROM naive_positions WHERE id = 1"))
 
     outcomes = oversell_rounds(
         lambda: conn.execute("UPDATE naive_positions SET quantity = %s WHERE id = 1", [HELD]),
@@ -164,14 +165,15 @@ def broker_owned_race(
     with connect(db_url) as a, connect(db_url) as b:
         for i in range(ATTEMPTS):
             tax_id = f"RACE{i:04d}{os.getpid()}"
-            client_id = conn.execute(
+            client_id = scalar(
+                conn,
                 "INSERT INTO clients (name, tax_id) VALUES ('Racer', %s) RETURNING client_id",
                 [tax_id],
-            ).fetchone()[0]
+            )
 
             def open_account(client_id: int = client_id) -> bool:
                 try:
-                    a.execute(open_account_sql, [client_id, broker_id])  # type: ignore[arg-type]
+                    a.execute(open_account_sql, [client_id, broker_id])
                     return True
                 except psycopg.Error as exc:
                     assert exc.sqlstate == "SL007", exc
@@ -179,7 +181,7 @@ def broker_owned_race(
 
             def register_broker(tax_id: str = tax_id) -> bool:
                 try:
-                    b.execute(register_broker_sql, [tax_id, f"LIC{tax_id}"])  # type: ignore[arg-type]
+                    b.execute(register_broker_sql, [tax_id, f"LIC{tax_id}"])
                     return True
                 except psycopg.Error as exc:
                     assert exc.sqlstate == "SL007", exc
@@ -253,7 +255,7 @@ def test_broker_owned_rule_holds_under_repeatable_read(
     """With snapshots taken before the other side commits, the claims still collide: one side
     gets SL007 or a serialization failure, never both a success."""
     conn.execute("INSERT INTO clients (name, tax_id) VALUES ('RR', 'RRTAX1')")
-    client_id = conn.execute("SELECT client_id FROM clients WHERE tax_id = 'RRTAX1'").fetchone()[0]
+    client_id = scalar(conn, "SELECT client_id FROM clients WHERE tax_id = 'RRTAX1'")
     with connect(db_url) as a, connect(db_url) as b:
         a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         b.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

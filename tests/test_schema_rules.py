@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import World, add_stock, ledger_snapshot
+from tests.conftest import World, add_stock, ledger_snapshot, scalar
 
 INSERT_TRADE = """
 INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price{extra_cols})
@@ -44,9 +44,9 @@ def insert_trade(
         extra_cols="".join(f", {k}" for k in extra),
         extra_vals="".join(f", %({k})s" for k in extra),
     )
-    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query, params).fetchone()
     assert row is not None
-    return row
+    return tuple(row)
 
 
 def refused(
@@ -54,7 +54,7 @@ def refused(
 ) -> psycopg.Error:
     before = ledger_snapshot(conn)
     with pytest.raises(psycopg.Error) as caught:
-        conn.execute(statement, params)  # type: ignore[arg-type]
+        conn.execute(statement, params)
     assert caught.value.sqlstate == sqlstate, caught.value
     assert ledger_snapshot(conn) == before
     return caught.value
@@ -70,7 +70,9 @@ def position(conn: psycopg.Connection[Any], account: int, symbol: str) -> int | 
 # Rule 1: no oversell ----------------------------------------------------------------------
 
 
-def test_plain_insert_is_a_complete_trade_and_updates_positions(conn, world: World) -> None:
+def test_plain_insert_is_a_complete_trade_and_updates_positions(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     trade_id, seq, executed_at, _ = insert_trade(conn, world, side="sell", quantity=40)
     assert seq == 2 and trade_id > 0 and executed_at is not None
     assert position(conn, world.account, "AAPL") == 60
@@ -80,7 +82,7 @@ def test_plain_insert_is_a_complete_trade_and_updates_positions(conn, world: Wor
     assert holds == (60,)
 
 
-def test_oversell_by_direct_insert_is_refused(conn, world: World) -> None:
+def test_oversell_by_direct_insert_is_refused(conn: psycopg.Connection[Any], world: World) -> None:
     refused(
         conn,
         "SL001",
@@ -91,7 +93,9 @@ def test_oversell_by_direct_insert_is_refused(conn, world: World) -> None:
     assert position(conn, world.account, "AAPL") == 100
 
 
-def test_selling_a_symbol_never_held_is_refused(conn, world: World) -> None:
+def test_selling_a_symbol_never_held_is_refused(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     refused(
         conn,
         "SL001",
@@ -100,7 +104,9 @@ def test_selling_a_symbol_never_held_is_refused(conn, world: World) -> None:
     )
 
 
-def test_selling_everything_leaves_zero_which_holdings_omit(conn, world: World) -> None:
+def test_selling_everything_leaves_zero_which_holdings_omit(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     insert_trade(conn, world, side="sell", quantity=100)
     assert position(conn, world.account, "AAPL") == 0
     assert conn.execute(
@@ -124,15 +130,19 @@ def test_selling_everything_leaves_zero_which_holdings_omit(conn, world: World) 
         "TRUNCATE trades CASCADE",
     ],
 )
-def test_ledger_refuses_update_delete_truncate(conn, world: World, statement: str) -> None:
+def test_ledger_refuses_update_delete_truncate(
+    conn: psycopg.Connection[Any], world: World, statement: str
+) -> None:
     refused(conn, "SL008", statement)
 
 
-def test_plain_truncate_is_refused_too(conn, world: World) -> None:
+def test_plain_truncate_is_refused_too(conn: psycopg.Connection[Any], world: World) -> None:
     refused(conn, "0A000", "TRUNCATE trades")
 
 
-def test_row_level_guard_still_refuses_without_the_statement_trigger(conn, world: World) -> None:
+def test_row_level_guard_still_refuses_without_the_statement_trigger(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     # Defence in depth: drop the statement-level trigger and the row-level one still holds.
     with conn.transaction():
         conn.execute("DROP TRIGGER trades_append_only_statement ON trades")
@@ -156,14 +166,16 @@ def raise_rollback(conn: psycopg.Connection[Any]) -> None:
         "TRUNCATE positions",
     ],
 )
-def test_positions_refuse_direct_writes(conn, world: World, statement: str) -> None:
+def test_positions_refuse_direct_writes(
+    conn: psycopg.Connection[Any], world: World, statement: str
+) -> None:
     refused(conn, "SL010", statement)
 
 
 # Rule 3: ordered time -------------------------------------------------------------------------
 
 
-def test_seq_is_assigned_gapless_per_account(conn, world: World) -> None:
+def test_seq_is_assigned_gapless_per_account(conn: psycopg.Connection[Any], world: World) -> None:
     seqs = [insert_trade(conn, world)[1] for _ in range(5)]
     assert seqs == [2, 3, 4, 5, 6]
     # A refused trade leaves no gap.
@@ -175,7 +187,9 @@ def test_seq_is_assigned_gapless_per_account(conn, world: World) -> None:
 
 
 @pytest.mark.parametrize("column", ["seq", "trade_id"])
-def test_database_assigned_columns_cannot_be_supplied(conn, world: World, column: str) -> None:
+def test_database_assigned_columns_cannot_be_supplied(
+    conn: psycopg.Connection[Any], world: World, column: str
+) -> None:
     refused(
         conn,
         "428C9",
@@ -185,15 +199,17 @@ def test_database_assigned_columns_cannot_be_supplied(conn, world: World, column
     )
 
 
-def test_executed_at_never_decreases(conn, world: World) -> None:
+def test_executed_at_never_decreases(conn: psycopg.Connection[Any], world: World) -> None:
     times = [insert_trade(conn, world)[2] for _ in range(20)]
     assert times == sorted(times)
 
 
-def test_backfill_earlier_than_latest_trade_is_refused(conn, world: World) -> None:
-    latest = conn.execute(
-        "SELECT max(executed_at) FROM trades WHERE account_id = %s", [world.account]
-    ).fetchone()[0]
+def test_backfill_earlier_than_latest_trade_is_refused(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    latest = scalar(
+        conn, "SELECT max(executed_at) FROM trades WHERE account_id = %s", [world.account]
+    )
     refused(
         conn,
         "SL002",
@@ -203,17 +219,21 @@ def test_backfill_earlier_than_latest_trade_is_refused(conn, world: World) -> No
     )
 
 
-def test_backfill_at_or_after_latest_trade_is_accepted(conn, world: World) -> None:
-    latest = conn.execute(
-        "SELECT max(executed_at) FROM trades WHERE account_id = %s", [world.account]
-    ).fetchone()[0]
+def test_backfill_at_or_after_latest_trade_is_accepted(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    latest = scalar(
+        conn, "SELECT max(executed_at) FROM trades WHERE account_id = %s", [world.account]
+    )
     _, _, executed_at, _ = insert_trade(conn, world, executed_at=latest)
     assert executed_at == latest
     # Later trades without a time never go back before it.
     assert insert_trade(conn, world)[2] >= latest
 
 
-def test_backfill_more_than_5_seconds_ahead_is_refused(conn, world: World) -> None:
+def test_backfill_more_than_5_seconds_ahead_is_refused(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     ahead = datetime.now(UTC) + timedelta(seconds=30)
     refused(
         conn,
@@ -224,7 +244,9 @@ def test_backfill_more_than_5_seconds_ahead_is_refused(conn, world: World) -> No
     )
 
 
-def test_supplied_time_within_5_seconds_ahead_is_accepted(conn, world: World) -> None:
+def test_supplied_time_within_5_seconds_ahead_is_accepted(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     ahead = datetime.now(UTC) + timedelta(seconds=2)
     assert insert_trade(conn, world, executed_at=ahead)[2] == ahead
 
@@ -232,14 +254,15 @@ def test_supplied_time_within_5_seconds_ahead_is_accepted(conn, world: World) ->
 # Rule 4: no broker-owned accounts -----------------------------------------------------------
 
 
-def test_account_for_a_client_with_a_brokers_tax_id_is_refused(conn, world: World) -> None:
-    broker_tax = conn.execute(
-        "SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a]
-    ).fetchone()[0]
-    client_id = conn.execute(
+def test_account_for_a_client_with_a_brokers_tax_id_is_refused(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    broker_tax = scalar(conn, "SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a])
+    client_id = scalar(
+        conn,
         "INSERT INTO clients (name, tax_id) VALUES ('Broker as client', %s) RETURNING client_id",
         [broker_tax],
-    ).fetchone()[0]
+    )
     refused(
         conn,
         "SL007",
@@ -248,10 +271,10 @@ def test_account_for_a_client_with_a_brokers_tax_id_is_refused(conn, world: Worl
     )
 
 
-def test_broker_with_the_tax_id_of_an_account_owner_is_refused(conn, world: World) -> None:
-    owner_tax = conn.execute(
-        "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner]
-    ).fetchone()[0]
+def test_broker_with_the_tax_id_of_an_account_owner_is_refused(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    owner_tax = scalar(conn, "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner])
     refused(
         conn,
         "SL007",
@@ -260,16 +283,16 @@ def test_broker_with_the_tax_id_of_an_account_owner_is_refused(conn, world: Worl
     )
 
 
-def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(conn, world: World) -> None:
+def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     # A client record alone owns nothing: registering a broker with its tax id is allowed,
     # and from then on that client can never open an account.
     conn.execute("INSERT INTO clients (name, tax_id) VALUES ('Future broker', 'FUTUREB1')")
     conn.execute(
         "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Future', 'FUTUREB1', 'FB1')"
     )
-    client_id = conn.execute("SELECT client_id FROM clients WHERE tax_id = 'FUTUREB1'").fetchone()[
-        0
-    ]
+    client_id = scalar(conn, "SELECT client_id FROM clients WHERE tax_id = 'FUTUREB1'")
     refused(
         conn,
         "SL007",
@@ -288,7 +311,7 @@ def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(conn, wor
     ],
 )
 def test_identity_and_ownership_are_immutable(
-    conn, world: World, statement: str, column: str
+    conn: psycopg.Connection[Any], world: World, statement: str, column: str
 ) -> None:
     error = refused(conn, "SL011", statement)
     assert error.diag.column_name == column
@@ -311,9 +334,9 @@ def test_identity_and_ownership_are_immutable(
     ],
 )
 def test_trade_admission_rules(
-    conn, world: World, setup: str, kwargs: dict[str, Any], sqlstate: str
+    conn: psycopg.Connection[Any], world: World, setup: str, kwargs: dict[str, Any], sqlstate: str
 ) -> None:
-    conn.execute(setup.format(account=world.account, broker_a=world.broker_a))  # type: ignore[arg-type]
+    conn.execute(setup.format(account=world.account, broker_a=world.broker_a))
     params = {
         "account": kwargs.get("account", world.account),
         "broker": world.broker_b
@@ -331,7 +354,9 @@ def test_trade_admission_rules(
         )
 
 
-def test_reopened_account_and_reactivated_broker_trade_again(conn, world: World) -> None:
+def test_reopened_account_and_reactivated_broker_trade_again(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     conn.execute("UPDATE accounts SET status = 'frozen' WHERE account_id = %s", [world.account])
     conn.execute("UPDATE brokers SET status = 'suspended' WHERE broker_id = %s", [world.broker_a])
     conn.execute("UPDATE accounts SET status = 'open' WHERE account_id = %s", [world.account])
@@ -383,9 +408,11 @@ def test_reopened_account_and_reactivated_broker_trade_again(conn, world: World)
         ),
     ],
 )
-def test_reference_data_constraints(conn, world: World, statement: str, constraint: str) -> None:
+def test_reference_data_constraints(
+    conn: psycopg.Connection[Any], world: World, statement: str, constraint: str
+) -> None:
     with pytest.raises(psycopg.Error) as caught:
-        conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(statement)
     assert caught.value.sqlstate in {"23514", "23505", "23503"}
     assert caught.value.diag.constraint_name == constraint
 
@@ -408,7 +435,7 @@ def test_reference_data_constraints(conn, world: World, statement: str, constrai
     ],
 )
 def test_trade_value_constraints(
-    conn, world: World, overrides: dict[str, Any], constraint: str
+    conn: psycopg.Connection[Any], world: World, overrides: dict[str, Any], constraint: str
 ) -> None:
     before = ledger_snapshot(conn)
     side = overrides.pop("side", "buy")
@@ -419,7 +446,7 @@ def test_trade_value_constraints(
     assert ledger_snapshot(conn) == before
 
 
-def test_not_null_everywhere_it_is_required(conn, world: World) -> None:
+def test_not_null_everywhere_it_is_required(conn: psycopg.Connection[Any], world: World) -> None:
     for statement in (
         "INSERT INTO clients (name, tax_id) VALUES (NULL, 'T6')",
         "INSERT INTO stocks (symbol, name) VALUES ('NN', NULL)",
@@ -427,18 +454,22 @@ def test_not_null_everywhere_it_is_required(conn, world: World) -> None:
         f"VALUES ({world.account}, {world.broker_a}, 'AAPL', 'buy', 1, NULL)",
     ):
         with pytest.raises(psycopg.Error) as caught:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
         assert caught.value.sqlstate == "23502"
 
 
-def test_prices_are_stored_exactly_with_four_places(conn, world: World) -> None:
+def test_prices_are_stored_exactly_with_four_places(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     assert str(insert_trade(conn, world, price="187.25")[3]) == "187.2500"
     assert str(insert_trade(conn, world, price="0.0001")[3]) == "0.0001"
     assert str(insert_trade(conn, world, price="187.250000")[3]) == "187.2500"
     assert str(insert_trade(conn, world, price="999999999999.9999")[3]) == "999999999999.9999"
 
 
-def test_client_order_id_is_unique_per_account_and_broker(conn, world: World) -> None:
+def test_client_order_id_is_unique_per_account_and_broker(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
     insert_trade(conn, world, client_order_id="ORDER-1")
     with pytest.raises(psycopg.Error) as caught:
         insert_trade(conn, world, client_order_id="ORDER-1")
@@ -449,7 +480,7 @@ def test_client_order_id_is_unique_per_account_and_broker(conn, world: World) ->
     )
 
 
-def test_new_stock_is_tradable_at_once(conn, world: World) -> None:
+def test_new_stock_is_tradable_at_once(conn: psycopg.Connection[Any], world: World) -> None:
     add_stock(conn, "NEW.A")
     insert_trade(conn, world, symbol="NEW.A")
     assert position(conn, world.account, "NEW.A") == 1
@@ -475,11 +506,11 @@ def _edge_values(limit: int) -> list[str]:
 
 @pytest.mark.parametrize(("domain", "original", "limit"), PRINTABLE_RULES)
 def test_printable_rules_accept_exactly_what_the_original_regex_did(
-    conn, domain: str, original: str, limit: int
+    conn: psycopg.Connection[Any], domain: str, original: str, limit: int
 ) -> None:
     checked = 0
     for value in _edge_values(limit):
-        expected = conn.execute("SELECT %s ~ %s", [value, original]).fetchone()[0]
+        expected = scalar(conn, "SELECT %s ~ %s", [value, original])
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("SELECT %s::{}").format(sql.Identifier(domain)), [value])
@@ -499,7 +530,9 @@ def test_printable_rules_accept_exactly_what_the_original_regex_did(
         r"^[\x20-\x7E]{1,64}$",  # lets a space through
     ],
 )
-def test_the_edge_values_tell_a_wrong_rule_apart(conn, broken: str) -> None:
+def test_the_edge_values_tell_a_wrong_rule_apart(
+    conn: psycopg.Connection[Any], broken: str
+) -> None:
     # The control: the values above are not all accepted alike by a slightly wrong rule.
     original, limit = PRINTABLE_RULES[0][1], PRINTABLE_RULES[0][2]
     differ = [

