@@ -155,7 +155,9 @@ class TradeFilters(RequestPartModel):
     symbol: Symbol | None = None
     side: Literal["buy", "sell"] | None = None
     since: QueryTime | None = Field(default=None, description="executed_at at or after (RFC 3339)")
-    until: QueryTime | None = Field(default=None, description="executed_at strictly before (RFC 3339)")
+    until: QueryTime | None = Field(
+        default=None, description="executed_at strictly before (RFC 3339)"
+    )
     client_order_id: ClientOrderId | None = Field(default=None, description="look one trade up")
 
 
