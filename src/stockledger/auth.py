@@ -160,11 +160,12 @@ _known_brokers = _KnownBrokers()
 def presented_key(authorization: str | None, admin_token: str | None) -> PresentedKey | None:
     """The request's API key, when its check can wait for the statement that uses it: a
     well-formed key this process has seen pass before. None otherwise (authenticate first)."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    parsed = parse_key(token.strip()) if scheme.lower() == "bearer" else None
-    if parsed is None or is_admin_token(token.strip(), admin_token):
+    try:
+        token = bearer_token(authorization)
+    except StockledgerError:
+        return None  # authenticate() answers with the reason
+    parsed = parse_key(token)
+    if parsed is None or is_admin_token(token, admin_token):
         return None
     key_id, secret = parsed
     broker_id = _known_brokers.get(key_id)
