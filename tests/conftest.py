@@ -33,7 +33,7 @@ from stockledger.migrations import APP_ROLE
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
 
 _counter = itertools.count()
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl"
 
 
 @dataclass(frozen=True)

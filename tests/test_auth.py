@@ -341,8 +341,24 @@ def test_keys_are_not_at_rest_and_not_in_logs(
     assert not secret_found_in(caplog.text, keys)
 
 
+def key_secret(key: str) -> str:
+    """The secret part of slk_<key_id>_<secret>: everything after the second "_" (the secret is
+    URL-safe base64, so it may contain "_" itself; the key id is hex and never does)."""
+    prefix, key_id, secret = key.split("_", 2)
+    assert prefix == "slk" and len(key_id) == 16 and len(secret) >= 40, key
+    return secret
+
+
 def secret_found_in(text: str, keys: list[str]) -> bool:
-    return any(key.rsplit("_", 1)[1] in text for key in keys)
+    return any(key_secret(key) in text for key in keys)
+
+
+def test_key_secret_is_the_whole_secret_even_with_underscores() -> None:
+    """The flake this replaces took the text after the last "_", so a secret containing "_"
+    was searched for as a fragment of one or two characters, found by chance in any dump."""
+    secret = "ab_cd" + "x" * 40
+    assert key_secret(f"slk_0123456789abcdef_{secret}") == secret
+    assert not secret_found_in("cd " * 1000, [f"slk_0123456789abcdef_{secret}"])
 
 
 def test_key_leak_check_would_see_a_plaintext_key(

@@ -336,13 +336,9 @@ def test_batch_timestamps_never_precede_the_account_history(
 
 
 def test_the_lowest_index_wins_whatever_the_rule(client: FlaskClient, world: World) -> None:
-    # An oversell at 0 and an unknown symbol and another broker's account after it: the
-    # answer names trade 0, not the first refusal of some other kind.
-    batch = [
-        order(world, "sell", 1000),
-        order(world, "buy", 1, "NOPE"),
-        {**order(world, "buy", 1), "account_id": world.other_account},
-    ]
+    # An oversell at 0 and an unknown symbol after it: the answer names trade 0, not the
+    # first refusal of some other kind.
+    batch = [order(world, "sell", 1000), order(world, "buy", 1, "NOPE")]
     response = client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_a))
     problem = response.get_json()
     assert (response.status_code, problem["code"], problem["batch_index"]) == (
@@ -350,3 +346,18 @@ def test_the_lowest_index_wins_whatever_the_rule(client: FlaskClient, world: Wor
         "insufficient_holdings",
         0,
     )
+
+
+def test_an_account_of_another_broker_refuses_the_batch_before_any_rule(
+    client: FlaskClient, world: World
+) -> None:
+    """Accounts are checked to be the caller's before any is locked (SPEC §2.4), so another
+    broker's account refuses the batch as a missing one would, wherever it is in the batch."""
+    batch = [
+        order(world, "sell", 1000),
+        order(world, "buy", 1, "NOPE"),
+        {**order(world, "buy", 1), "account_id": world.other_account},
+    ]
+    response = client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_a))
+    problem = response.get_json()
+    assert (response.status_code, problem["code"], problem["batch_index"]) == (404, "not_found", 2)

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from stockledger import migrations
 from stockledger.cli import main
+from stockledger.config import MIN_ADMIN_TOKEN_LENGTH, Settings
 from tests.conftest import World, scalar
 
 
@@ -264,3 +265,24 @@ def test_an_unusable_setting_is_one_line_not_a_traceback(value: str) -> None:
     assert "STOCKLEDGER_POOL_TIMEOUT_SECONDS" in result.output
     assert result.output.startswith("error: invalid_setting:")
     assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)
+
+
+@pytest.mark.parametrize(
+    "token", ["a", " " * 40, "x" * 31, "x" * 31 + " ", "tab\tinside" + "x" * 30]
+)
+def test_serve_refuses_a_weak_admin_token_in_one_line(token: str) -> None:
+    """A short token can be guessed; a whitespace-only one could never be presented and used to
+    turn administration off without a word. serve stops before touching the database."""
+    result = CliRunner().invoke(
+        main, ["serve", "--port", "1"], env={"STOCKLEDGER_ADMIN_TOKEN": token}
+    )
+    assert result.exit_code != 0
+    assert result.output.startswith("error: invalid_setting: STOCKLEDGER_ADMIN_TOKEN")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_a_strong_admin_token_and_an_unset_one_are_accepted() -> None:
+    strong = "x" * MIN_ADMIN_TOKEN_LENGTH
+    assert Settings.from_env({"STOCKLEDGER_ADMIN_TOKEN": strong}).admin_token == strong
+    # Empty is unset: administration over HTTP is off, and serve says so at start.
+    assert Settings.from_env({"STOCKLEDGER_ADMIN_TOKEN": ""}).admin_token is None

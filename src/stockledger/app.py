@@ -19,7 +19,7 @@ from stockledger.api import (
     strict_json,
     trades,
 )
-from stockledger.config import Settings
+from stockledger.config import MIN_ADMIN_TOKEN_LENGTH, Settings
 from stockledger.db import Database
 
 
@@ -30,11 +30,13 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     url = database_url or settings.database_url
     if not url:
         raise ValueError("create_app needs a database URL (serve resolves the embedded one)")
+    if settings.admin_token is not None and len(settings.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError("the admin token is too short (Settings.from_env refuses it)")
     logging.getLogger("stockledger").setLevel(settings.log_level)
 
     app = openapi.create_openapi_app("stockledger")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    strict_json.install(app)
+    strict_json.install(app, max(settings.max_body_bytes, settings.max_batch_body_bytes))
     database = Database(url, settings)
     app.extensions["stockledger.db"] = database
     app.extensions["stockledger.settings"] = settings

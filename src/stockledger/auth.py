@@ -25,7 +25,7 @@ from stockledger.errors import CODE_HEADERS, StockledgerError
 from stockledger.queries import query
 
 KEY_PREFIX = "slk"
-_KEY = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})$")
+_KEY = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def is_admin_token(token: str, admin_token: str | None) -> bool:
 
 def parse_key(token: str) -> tuple[str, str] | None:
     """(key_id, secret) of a well-formed API key; None for anything else."""
-    match = _KEY.match(token)
+    match = _KEY.fullmatch(token)
     return (match.group(1), match.group(2)) if match else None
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import platformdirs
 
 DEFAULT_BODY_LIMIT = 64 * 1024
-WORKER_CLASS = "stockledger.worker.PollFirstThreadWorker"
+WORKER_CLASS = "stockledger.worker.WholeRequestThreadWorker"
 
 
 class SettingError(ValueError):
@@ -27,6 +28,26 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     if not 0 < value <= 3600:
         raise SettingError(f"{name} must be a number of seconds between 0 and 3600, not {text!r}")
     return value
+
+
+MIN_ADMIN_TOKEN_LENGTH = 32
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+
+
+def admin_token(env: dict[str, str]) -> str | None:
+    """STOCKLEDGER_ADMIN_TOKEN, if set to a usable token; unset or empty means no HTTP
+    administration. A short token can be guessed and a whitespace-only one could never be
+    presented (a bearer token is stripped), silently turning administration off: both refused."""
+    text = env.get("STOCKLEDGER_ADMIN_TOKEN")
+    if not text:
+        return None
+    if len(text) < MIN_ADMIN_TOKEN_LENGTH or not _TOKEN_CHARACTERS.fullmatch(text):
+        raise SettingError(
+            f"STOCKLEDGER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} printable "
+            f"characters without spaces (it has {len(text)}); make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return text
 
 
 def default_data_dir() -> Path:
@@ -76,7 +97,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             app_database_url=env.get("STOCKLEDGER_APP_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
-            admin_token=env.get("STOCKLEDGER_ADMIN_TOKEN") or None,
+            admin_token=admin_token(env),
             log_level=env.get("STOCKLEDGER_LOG_LEVEL", "INFO").upper(),
             pool_timeout_seconds=_seconds(env, "STOCKLEDGER_POOL_TIMEOUT_SECONDS", 1.0),
             worker_class=env.get("STOCKLEDGER_WORKER_CLASS") or WORKER_CLASS,

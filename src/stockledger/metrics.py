@@ -54,7 +54,15 @@ POOL_WAITING = Gauge(
 )
 
 
+# Label values are bounded: a client chooses the method it sends, and each distinct value would
+# be a new time series kept for the life of the process (and summed by every scrape). Methods
+# outside this set, like paths that match no route ("unmatched"), collapse to one value.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
 def request_done(method: str, route: str, status: int, seconds: float) -> None:
+    method = method if method in KNOWN_METHODS else OTHER_METHOD
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
 

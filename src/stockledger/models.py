@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -53,7 +55,7 @@ PRICE_STEP = Decimal("0.0001")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
 CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]{1,255}$"
-_PLAIN_DECIMAL = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,16})?$")
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,16})?")
 
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Symbol = Annotated[str, Strict(), Field(pattern=SYMBOL_PATTERN)]
@@ -65,7 +67,9 @@ def _parse_price(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise PydanticCustomError("price_type", "price must be a decimal string or a number")
     if isinstance(value, str):
-        if not _PLAIN_DECIMAL.match(value):
+        # fullmatch: with match() and "$", "1\n" passed ("$" also matches before a final
+        # newline) and Decimal() then stripped the newline.
+        if not _PLAIN_DECIMAL.fullmatch(value):
             raise PydanticCustomError("price_format", "price must look like 187.25")
         value = Decimal(value)
     price = Decimal(value)
@@ -89,8 +93,30 @@ def _require_rfc3339_text(value: object) -> object:
     return value
 
 
+# Every time a caller supplies lies in [EARLIEST_TIME, LATEST_TIME), a range that Python,
+# PostgreSQL and RFC 3339 all represent in any offset: "0001-01-01T00:00:00+14:00" is year 0
+# in UTC, which PostgreSQL stores and Python cannot read back (SPEC §2.8). The database
+# refuses trade times before EARLIEST_TIME too (trades_admit); later ones than now + 5 s
+# were refused already.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _within_time_range(value: datetime) -> datetime:
+    # The year test first: converting a time near year 1 or 9999 to UTC can overflow.
+    if not EARLIEST_TIME.year <= value.year < LATEST_TIME.year or not (
+        EARLIEST_TIME <= value < LATEST_TIME
+    ):
+        raise PydanticCustomError(
+            "datetime_range", "must be from 1900-01-01T00:00:00Z to before 9999-01-01T00:00:00Z"
+        )
+    return value
+
+
 Price = Annotated[Decimal, BeforeValidator(_parse_price)]
-ExecutedAt = Annotated[AwareDatetime, BeforeValidator(_require_rfc3339_text)]
+ExecutedAt = Annotated[
+    AwareDatetime, BeforeValidator(_require_rfc3339_text), AfterValidator(_within_time_range)
+]
 ClientOrderId = Annotated[str, Strict(), Field(pattern=CLIENT_ORDER_ID_PATTERN)]
 
 
@@ -230,12 +256,33 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# No request of this API nests deeper than a few levels (a batch: object, list, object). The
+# json module parses recursively, and '[' * 30000 ran it out of stack: a RecursionError, a 500.
+MAX_JSON_DEPTH = 32
+# A string literal (skipped whole, brackets inside it do not count) or a bracket.
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for token in _JSON_STRUCTURE.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
 def loads_strict(body: str | bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, numbers exact (Decimal).
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, numbers exact (Decimal), nesting
+    at most MAX_JSON_DEPTH levels.
 
     Raises ValueError (UnicodeDecodeError is one) for anything else.
     """
     text = body.decode("utf-8") if isinstance(body, bytes) else body
+    _check_depth(text)
     return json.loads(
         text,
         parse_float=Decimal,
@@ -244,14 +291,27 @@ def loads_strict(body: str | bytes) -> Any:
     )
 
 
+# An answer stays small whatever the request: a 476 KB batch of unknown keys was answered
+# with a 10.8 MB list of every one of them. The first MAX_FIELD_ERRORS are listed, each field
+# path cut to MAX_FIELD_TEXT characters (an unknown key is the caller's own text), and the
+# problem says how many there were in all.
+MAX_FIELD_ERRORS = 20
+MAX_FIELD_TEXT = 100
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_FIELD_TEXT else text[: MAX_FIELD_TEXT - 1] + "…"
+
+
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
     return [
         {
-            "field": ".".join(str(part) for part in error["loc"]) or "body",
-            "message": error["msg"],
+            "field": _clip(".".join(str(part) for part in error["loc"]) or "body"),
+            "message": _clip(error["msg"]),
             "type": error["type"],
         }
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        for error in errors[:MAX_FIELD_ERRORS]
     ]
 
 
@@ -259,10 +319,15 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def invalid(exc: ValidationError) -> StockledgerError:
-    """A validation failure as one 422 problem listing every field error."""
+    """A validation failure as one 422 problem listing its first MAX_FIELD_ERRORS errors."""
     errors = field_errors(exc)
+    total = exc.error_count()
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return StockledgerError("invalid_request", summary, extra={"errors": errors})
+    extra: dict[str, Any] = {"errors": errors}
+    if total > len(errors):
+        summary += f"; and {total - len(errors)} more"
+        extra["error_count"] = total
+    return StockledgerError("invalid_request", summary, extra=extra)
 
 
 def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
@@ -285,11 +350,19 @@ def _canonical_tax_id(value: object) -> object:
     return value
 
 
-Name = Annotated[str, Strict(), Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+# No control characters in names (NUL cannot even be stored: PostgreSQL text refuses it), and
+# no leading or trailing space. Patterns are matched by pydantic's regex engine, where "$" is
+# the end of the text; the OpenAPI document carries them to clients as they are.
+_PRINTABLE = r"[^\x00-\x1f\x7f]"
+_PRINTABLE_NOT_SPACE = r"[^\s\x00-\x1f\x7f]"
+NAME_PATTERN = rf"^{_PRINTABLE_NOT_SPACE}({_PRINTABLE}*{_PRINTABLE_NOT_SPACE})?$"
+Name = Annotated[str, Strict(), Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 TaxId = Annotated[
     str, BeforeValidator(_canonical_tax_id), Strict(), Field(pattern=r"^[A-Z0-9]{1,32}$")
 ]
-Email = Annotated[str, Strict(), Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+Email = Annotated[str, Strict(), Field(max_length=254, pattern=EMAIL_PATTERN)]
 LicenseNo = Annotated[str, Strict(), Field(pattern=r"^[A-Z0-9][A-Z0-9./-]{0,31}$")]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from stockledger import worker
 from stockledger.config import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (stockledger.metrics)
@@ -75,6 +76,8 @@ def serve(
     # Each worker's pool holds up to one connection per thread: a request never waits for a
     # connection another thread of the same worker could have returned.
     settings = settings.with_overrides(pool_max_size=threads)
+    # The worker reads whole requests before the app sees them; it refuses larger bodies.
+    worker.configure(max(settings.max_body_bytes, settings.max_batch_body_bytes))
     own_metrics_directory = _metrics_directory()
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",

@@ -215,18 +215,23 @@ BEGIN
         RAISE EXCEPTION 'seq is assigned by the database' USING ERRCODE = '428C9', COLUMN = 'seq';
     END IF;
 
-    SELECT status, broker_id INTO v_account_status, v_record_broker
-    FROM accounts WHERE account_id = NEW.account_id
-    FOR NO KEY UPDATE;
+    -- The broker of record never changes (accounts_broker_id_immutable), so it is checked
+    -- before the lock: another broker's account answers as a missing one does, whatever its
+    -- status, at once, and never waits on (or learns of) its lock (SPEC §2.4).
+    SELECT broker_id INTO v_record_broker FROM accounts WHERE account_id = NEW.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
-    END IF;
-    IF v_account_status <> 'open' THEN
-        RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
     END IF;
     IF v_record_broker IS DISTINCT FROM NEW.broker_id THEN
         RAISE EXCEPTION 'broker % is not the broker of record of account %',
             NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
+    END IF;
+
+    SELECT status INTO v_account_status
+    FROM accounts WHERE account_id = NEW.account_id
+    FOR NO KEY UPDATE;
+    IF v_account_status <> 'open' THEN
+        RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
     END IF;
 
     SELECT status INTO v_broker_status FROM brokers WHERE broker_id = NEW.broker_id;
@@ -256,6 +261,12 @@ BEGIN
     ELSIF NEW.executed_at > v_now + interval '5 seconds' THEN
         RAISE EXCEPTION 'executed_at % is more than 5 seconds in the future', NEW.executed_at
             USING ERRCODE = 'SL002';
+    ELSIF NEW.executed_at < '1900-01-01 00:00:00+00' THEN
+        -- Every layer must be able to read a stored time back (SPEC §2.8): Python's datetime
+        -- ends at year 1, so "0001-01-01T00:00:00+14:00" (year 0 in UTC) was stored and then
+        -- answered 500. The range is the API's (stockledger.models.EARLIEST_TIME).
+        RAISE EXCEPTION 'executed_at % is before 1900-01-01T00:00:00Z', NEW.executed_at
+            USING ERRCODE = '22008', COLUMN = 'executed_at';
     END IF;
 
     NEW.seq := coalesce(v_last_seq, 0) + 1;
@@ -610,6 +621,22 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
+    -- Before any lock, as in trades_admit: each trade's broker is its account's broker of
+    -- record (which never changes), so no account is locked for a broker that may not trade it.
+    SELECT n.account_id, a.account_id IS NULL AS missing,
+           (SELECT count(*) FROM new_rows m WHERE m.trade_id < n.trade_id) AS idx
+    INTO v
+    FROM new_rows n
+    LEFT JOIN accounts a ON a.account_id = n.account_id
+    WHERE a.broker_id IS DISTINCT FROM n.broker_id
+    ORDER BY n.trade_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = CASE WHEN v.missing THEN 'SL009' ELSE 'SL004' END,
+            MESSAGE = format('trade %s of the batch: account %s is not an account of its broker',
+                             v.idx, v.account_id),
+            DETAIL = json_build_object('batch_index', v.idx)::text;
+    END IF;
+
     -- The accounts' serialization point, as for single trades; in account order, so two
     -- batches over the same accounts cannot deadlock.
     PERFORM FROM accounts WHERE account_id IN (SELECT account_id FROM new_rows)
@@ -642,6 +669,7 @@ BEGIN
            OR b.last_seq <> b.first_seq + b.trades - 1
            OR b.first_at <> b.last_at OR b.first_at < l.executed_at
            OR b.last_at > clock_timestamp() + interval '5 seconds'
+           OR b.first_at < '1900-01-01 00:00:00+00'
         UNION ALL
         SELECT FROM (SELECT DISTINCT symbol FROM new_rows) n
         LEFT JOIN stocks s ON s.symbol = n.symbol
@@ -697,6 +725,7 @@ BEGIN
                     WHEN o.seq <> o.expected_seq THEN '428C9'
                     WHEN o.executed_at < o.previous_at
                       OR o.executed_at > clock_timestamp() + interval '5 seconds' THEN 'SL002'
+                    WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN '22008'
                     WHEN o.running < 0 THEN 'SL001'
                 END AS code,
                 CASE
@@ -716,6 +745,8 @@ BEGIN
                         o.executed_at, o.account_id, o.previous_at)
                     WHEN o.executed_at > clock_timestamp() + interval '5 seconds' THEN format(
                         'executed_at %s is more than 5 seconds in the future', o.executed_at)
+                    WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN format(
+                        'executed_at %s is before 1900-01-01T00:00:00Z', o.executed_at)
                     WHEN o.running < 0 THEN format(
                         'account %s holds %s shares of %s, cannot sell %s',
                         o.account_id, o.running + o.quantity, o.symbol, o.quantity)
@@ -791,6 +822,7 @@ DECLARE
     n       integer := coalesce(cardinality(p_account_ids), 0);
     v_batch bigint;
     v_now   timestamptz := clock_timestamp();
+    v_foreign record;
 BEGIN
     IF n = 0 OR n > 100000
        OR coalesce(cardinality(p_symbols), 0) <> n OR coalesce(cardinality(p_sides), 0) <> n
@@ -799,6 +831,22 @@ BEGIN
        OR coalesce(cardinality(p_client_order_ids), n) <> n THEN
         RAISE EXCEPTION 'a batch is 1 to 100000 trades, one element of each array per trade'
             USING ERRCODE = '22023';
+    END IF;
+
+    -- Before any lock: every account is the caller's (its broker of record never changes).
+    -- The first that is not answers as a missing account, and no account of another broker
+    -- is locked or waited for (SPEC §2.4).
+    SELECT u.i - 1 AS idx, u.account_id, a.account_id IS NULL AS missing INTO v_foreign
+    FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
+    LEFT JOIN accounts a ON a.account_id = u.account_id
+    WHERE a.broker_id IS DISTINCT FROM p_broker_id
+    ORDER BY u.i LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = CASE WHEN v_foreign.missing THEN 'SL009' ELSE 'SL004' END,
+            MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
+                             v_foreign.idx, v_foreign.account_id, p_broker_id),
+            DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
     END IF;
 
     PERFORM FROM accounts a WHERE a.account_id = ANY (p_account_ids)
