@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,12 +67,34 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def reachable_tmp() -> Iterator[Path]:
+    """A directory for the tests' files that the embedded server's user can traverse: run as
+    root, the server runs as another user, and stockledger changes no permission of a
+    directory it did not create, so pytest's private temporary directories will not do."""
+    base = Path(tempfile.mkdtemp(prefix="stockledger-tests-"))
+    base.chmod(0o711)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(reachable_tmp: Path, request: pytest.FixtureRequest) -> Path:
+    """Each test's own directory, under reachable_tmp (pytest's tmp_path, moved)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:40]
+    path = reachable_tmp / f"{next(_counter)}-{name}"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_server(reachable_tmp: Path) -> Iterator[Server]:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield Server(url)
         return
-    embedded = EmbeddedServer(tmp_path_factory.mktemp("pg"))
+    embedded = EmbeddedServer(reachable_tmp / "pg")
     embedded.start()
     admin_url = embedded.admin_url()
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -82,18 +108,41 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         embedded.stop()
 
 
+@dataclass(frozen=True)
+class AppLogin:
+    """A login role granted stockledger_app, as an operator makes one for `serve` (README:
+    STOCKLEDGER_APP_DATABASE_URL): the suite never makes stockledger_app itself a login."""
+
+    user: str
+    password: str
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_server: Server) -> Iterator[str]:
     name = f"sl_template_{uuid.uuid4().hex[:8]}"
     url = pg_server.create_database(name)
-    with connect(url) as conn:
-        migrations.migrate(conn)
-        # The app fixture connects as the application's role, as `serve` does.
-        conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
     try:
+        with connect(url) as conn:
+            migrations.migrate(conn)
         yield name
     finally:
         pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def app_login(pg_server: Server, template_db: str) -> Iterator[AppLogin]:
+    login = AppLogin(f"sl_test_app_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(24))
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(login.user), sql.Literal(login.password), sql.Identifier(APP_ROLE)
+            )
+        )
+    try:
+        yield login
+    finally:
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login.user)))
 
 
 @pytest.fixture
@@ -114,9 +163,9 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def app_db_url(db_url: str) -> str:
+def app_db_url(db_url: str, app_login: AppLogin) -> str:
     """The same database as the application's least-privilege role."""
-    return make_conninfo(db_url, user=APP_ROLE)
+    return make_conninfo(db_url, user=app_login.user, password=app_login.password)
 
 
 @pytest.fixture
@@ -127,6 +176,21 @@ def app(db_url: str, app_db_url: str) -> Iterator[Flask]:
     )
     yield application
     application.extensions["stockledger.db"].close()
+
+
+@pytest.fixture
+def cli(db_url: str) -> Any:
+    """`stockledger …` in-process, against this test's database (DATABASE_URL)."""
+    from click.testing import CliRunner
+
+    from stockledger.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(main, list(args), env={"DATABASE_URL": db_url}, catch_exceptions=False)
+
+    return invoke
 
 
 @pytest.fixture

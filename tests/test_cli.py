@@ -15,16 +15,6 @@ from stockledger.config import MIN_ADMIN_TOKEN_LENGTH, Settings
 from tests.conftest import World, scalar
 
 
-@pytest.fixture
-def cli(db_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(main, list(args), env={"DATABASE_URL": db_url}, catch_exceptions=False)
-
-    return invoke
-
-
 def ok_json(result: Result) -> Any:
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return json.loads(result.stdout)

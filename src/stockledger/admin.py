@@ -79,3 +79,8 @@ def open_account(conn: psycopg.Connection[Any], account: AccountCreate) -> dict[
 
 def add_stock(conn: psycopg.Connection[Any], stock: StockCreate) -> dict[str, Any]:
     return _insert(conn, query("insert_stock"), stock)
+
+
+def ensure_stock(conn: psycopg.Connection[Any], stock: StockCreate) -> None:
+    """List a stock unless it is listed already (the listing is then left as it is)."""
+    conn.execute(query("insert_stock_if_missing"), stock.model_dump())

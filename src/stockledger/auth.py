@@ -72,6 +72,11 @@ def revoke_key(conn: psycopg.Connection[Any], broker_id: int, key_id: str) -> di
     return plain_row(row)
 
 
+def revoke_all_keys(conn: psycopg.Connection[Any], broker_id: int) -> int:
+    """Revoke every live key of a broker; how many there were."""
+    return conn.execute(query("revoke_broker_keys"), {"broker_id": broker_id}).rowcount
+
+
 def _unauthenticated(detail: str) -> StockledgerError:
     return StockledgerError(
         "unauthenticated", detail, headers=dict(CODE_HEADERS["unauthenticated"])

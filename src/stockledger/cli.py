@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,10 +22,12 @@ from stockledger import admin, auth, ledger, migrations
 from stockledger.config import SettingError, Settings
 from stockledger.db import connect
 from stockledger.embedded import EmbeddedServer
-from stockledger.errors import StockledgerError, translate
+from stockledger.errors import StockledgerError, connection_failure, translate
 from stockledger.models import (
     AccountCreate,
+    AccountStatusChange,
     BrokerCreate,
+    BrokerStatusChange,
     ClientCreate,
     StockCreate,
     TradeRequest,
@@ -49,15 +52,45 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # no server answered a query: the connection failed
+                fail(f"service_unavailable: {connection_failure(exc)}")
+            error = translate(exc)
+            assert error is not None
+            fail(f"{error.code}: {error.detail}")
         except (StockledgerError, psycopg.Error) as exc:
             error = translate(exc)
             assert error is not None
             fail(f"{error.code}: {error.detail}")
+        except SettingError as exc:
+            fail(f"invalid_setting: {exc}")
         except subprocess.SubprocessError as exc:
-            fail(f"could not run the embedded PostgreSQL: {exc}")
+            output = getattr(exc, "output", None) or ""
+            last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
+            fail(f"could not run the embedded PostgreSQL: {exc}" + (f" ({last})" if last else ""))
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse at once a port another process listens on (a second demo, say), before the
+    database is started or anything printed; gunicorn would only find out after."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        fail(f"invalid_setting: cannot listen on {host}: {exc}")
+        return
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            fail(
+                f"invalid_setting: {host}:{port} is already in use (another stockledger serve "
+                "or demo?); choose another with --port"
+            )
 
 
 def settings_from(ctx: click.Context, data_dir: Path | None = None) -> Settings:
@@ -180,6 +213,7 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API with gunicorn."""
     settings = settings_from(ctx, data_dir)
+    require_free_port(host, port)
     with database_urls(settings, migrate=True) as urls:
         _serve(settings, urls, host, port, workers, threads, access_log)
 
@@ -232,6 +266,8 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
     from stockledger import demo as demo_data
 
     settings = settings_from(ctx, data_dir)
+    # Before anything is printed: a demo that cannot serve must not hand out live keys.
+    require_free_port(host, port)
     if not settings.admin_token:
         # The demo shows administration too: an admin token for this run only.
         settings = settings.with_overrides(admin_token=secrets.token_urlsafe(24))
@@ -329,6 +365,20 @@ def broker_key_revoke(ctx: click.Context, broker_id: int, key_id: str, as_json: 
     emit(as_json, record, lambda: describe(record))
 
 
+@broker.command("set")
+@click.option("--broker", "broker_id", required=True, type=int)
+@click.option("--status", required=True, type=click.Choice(["active", "suspended"]))
+@json_option
+@click.pass_context
+@reports_errors
+def broker_set(ctx: click.Context, broker_id: int, status: str, as_json: bool) -> None:
+    """Suspend or reactivate a broker (as PATCH /v1/brokers/{id})."""
+    change = validated(BrokerStatusChange, status=status)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.set_broker_status(conn, broker_id, change)
+    emit(as_json, record, lambda: describe(record))
+
+
 @main.group()
 def account() -> None:
     """Accounts: a client's holdings, traded by one broker of record."""
@@ -345,6 +395,20 @@ def account_open(ctx: click.Context, client_id: int, broker_id: int, as_json: bo
     new = validated(AccountCreate, client_id=client_id, broker_id=broker_id)
     with database_url(ctx.obj) as url, connect(url) as conn:
         record = admin.open_account(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@account.command("set")
+@click.option("--account", "account_id", required=True, type=int)
+@click.option("--status", required=True, type=click.Choice(["open", "frozen", "closed"]))
+@json_option
+@click.pass_context
+@reports_errors
+def account_set(ctx: click.Context, account_id: int, status: str, as_json: bool) -> None:
+    """Freeze, close or reopen an account (as PATCH /v1/accounts/{id})."""
+    change = validated(AccountStatusChange, status=status)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = admin.set_account_status(conn, account_id, change)
     emit(as_json, record, lambda: describe(record))
 
 

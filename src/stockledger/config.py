@@ -51,6 +51,11 @@ def admin_token(env: dict[str, str]) -> str | None:
 
 
 def default_data_dir() -> Path:
+    """The user's data directory; root's is /var/lib/stockledger, because the embedded server
+    cannot run as root and its own user must reach the data (/root is private, and stockledger
+    changes no permission of a directory it did not create)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/stockledger")
     return Path(platformdirs.user_data_dir("stockledger", appauthor=False))
 
 

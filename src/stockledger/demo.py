@@ -13,9 +13,12 @@ import psycopg
 from stockledger import admin, auth, ledger
 from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
 
+# Licenses and tax ids of their own, so that the demo never collides with data an operator
+# made first (the README's `broker add` example uses NW-0001); stocks already listed are
+# reused.
 BROKERS = [
-    ("Northwind Securities", "DEMOBRK1", "NW-0001"),
-    ("Bluefin Brokerage", "DEMOBRK2", "BF-0002"),
+    ("Northwind Securities", "DEMOBRK1", "DEMO-NW-0001"),
+    ("Bluefin Brokerage", "DEMOBRK2", "DEMO-BF-0002"),
 ]
 CLIENTS = [
     ("Ada Lovelace", "DEMOCL1", "ada@example.com"),
@@ -67,7 +70,7 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
             admin.add_client(conn, ClientCreate(name=n, tax_id=t, email=e)) for n, t, e in CLIENTS
         ]
         for symbol, name in STOCKS:
-            admin.add_stock(conn, StockCreate(symbol=symbol, name=name))
+            admin.ensure_stock(conn, StockCreate(symbol=symbol, name=name))
         accounts = [
             admin.open_account(
                 conn,
@@ -121,13 +124,13 @@ def curl_commands(base_url: str, account_id: int, api_key: str, admin_token: str
 def instructions(
     conn: psycopg.Connection[Any], seeded: bool, base_url: str, admin_token: str
 ) -> str:
-    """What to try. Keys are stored only as hashes, so each start issues fresh demo keys (old
-    ones keep working until revoked)."""
+    """What to try. Keys are stored only as hashes, so each start issues fresh demo keys; the
+    previous start's are revoked, so that no forgotten demo key stays live."""
     accounts = _demo_accounts(conn)
-    keys = {
-        broker_id: auth.issue_key(conn, broker_id)["api_key"]
-        for broker_id in sorted({a["broker_id"] for a in accounts})
-    }
+    keys = {}
+    for broker_id in sorted({a["broker_id"] for a in accounts}):
+        auth.revoke_all_keys(conn, broker_id)
+        keys[broker_id] = auth.issue_key(conn, broker_id)["api_key"]
     lines = ["Demo data " + ("created." if seeded else "already present."), "", "Accounts:"]
     lines += [
         f"  account {a['account_id']}: {a['owner']}, broker of record {a['broker_id']}"

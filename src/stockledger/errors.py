@@ -9,6 +9,7 @@ problem+json (RFC 9457) and the CLI as a one-line message.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +173,22 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
         return unavailable()
     return StockledgerError("internal_error", "unexpected database error")
+
+
+_CONNECTION_FAILED = re.compile(r"connection to (server (?:at|on) .*?) failed: (?:FATAL:\s+)?(.*)")
+
+
+def connection_failure(exc: psycopg.OperationalError) -> str:
+    """What an operator needs to hear when a connection cannot be made: which server, and
+    whether the password, the database or the address was wrong. libpq reports these as
+    text without an SQLSTATE; the text names the server and the user, never the password.
+    (Over HTTP the answer stays "unreachable": a caller learns nothing of the database.)"""
+    text = str(exc)
+    match = _CONNECTION_FAILED.search(text)
+    if match:
+        return f"cannot connect to the database {match[1]}: {match[2].strip()}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"cannot connect to the database: {first}"
 
 
 def translate(exc: BaseException) -> StockledgerError | None:

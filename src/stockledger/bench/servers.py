@@ -62,7 +62,9 @@ def bench_server(database_url: str | None) -> Iterator[BenchServer]:
         yield BenchServer(database_url, "the server of DATABASE_URL")
         return
     with tempfile.TemporaryDirectory(prefix="stockledger-bench-") as tmp:
-        server = EmbeddedServer(Path(tmp))
+        # Ours: the server's own user (root runs it as another) must be able to traverse it.
+        Path(tmp).chmod(0o711)
+        server = EmbeddedServer(Path(tmp) / "data")
         server.start()
         try:
             yield BenchServer(server.admin_url(), "embedded PostgreSQL (throwaway data directory)")

@@ -109,6 +109,10 @@ RETURNING account_id, client_id, broker_id, status, opened_at;
 INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
 RETURNING symbol, name, active, created_at;
 
+-- name: insert_stock_if_missing
+INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
+ON CONFLICT (symbol) DO NOTHING;
+
 -- name: set_account_status
 UPDATE accounts SET status = %(status)s WHERE account_id = %(account_id)s
 RETURNING account_id, client_id, broker_id, status, opened_at;
@@ -182,6 +186,10 @@ RETURNING key_id, broker_id, created_at;
 UPDATE broker_keys SET revoked_at = coalesce(revoked_at, now())
 WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s
 RETURNING key_id, broker_id, created_at, revoked_at;
+
+-- name: revoke_broker_keys
+UPDATE broker_keys SET revoked_at = now()
+WHERE broker_id = %(broker_id)s AND revoked_at IS NULL;
 
 -- name: broker_of_key
 -- The broker of a live key; refused with SL013 (401) or SL005 (403) otherwise.
