@@ -33,7 +33,10 @@ def _run_ci(tmp_path: Path, script: str, failing: set[str]) -> tuple[int, list[s
     (root / "scripts").mkdir()
     (root / ".ci" / "run").write_text(script)
     for helper in (REPOSITORY / "scripts").iterdir():
-        (root / "scripts" / helper.name).write_text(f'echo {helper.name} >> "$CALLS"\n')
+        status = 1 if helper.name in failing else 0
+        (root / "scripts" / helper.name).write_text(
+            f'echo {helper.name} >> "$CALLS"\nexit {status}\n'
+        )
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     venv_bin = tmp_path / "venv-bin"
@@ -79,11 +82,20 @@ def test_failing_tests_fail_ci(tmp_path: Path, ci_script: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_a_postgres15_that_cannot_be_set_up_fails_ci(tmp_path: Path, ci_script: str) -> None:
+    """The second run must not quietly fall back to the embedded server."""
+    status, calls = _run_ci(tmp_path, ci_script, failing={"postgres15"})
+    assert status != 0, calls
+    assert sum(call.startswith("pytest") for call in calls) == 1, calls
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_a_passing_run_passes_and_runs_every_check(tmp_path: Path, ci_script: str) -> None:
     status, calls = _run_ci(tmp_path, ci_script, failing=set())
     assert status == 0, calls
-    for program in ("pytest", "ruff", "mypy"):
+    for program in ("pytest", "ruff", "mypy", "postgres15"):
         assert any(call.startswith(program) for call in calls), (program, calls)
+    assert sum(call.startswith("pytest") for call in calls) == 2, calls
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -92,4 +104,16 @@ def test_control_the_old_and_list_let_a_failed_install_pass(tmp_path: Path, ci_s
     assert NEW_TEST_COMMAND in ci_script
     old = ci_script.replace(NEW_TEST_COMMAND, OLD_TEST_COMMAND)
     status, calls = _run_ci(tmp_path, old, failing={"pip"})
+    assert status == 0, calls
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_control_a_substitution_in_the_command_line_hides_the_failure(
+    tmp_path: Path, ci_script: str
+) -> None:
+    """`VAR="$(failing)" pytest` runs pytest anyway: the harness sees that form pass."""
+    separate = 'postgres15_url="$(bash scripts/postgres15)"\nTEST_DATABASE_URL="$postgres15_url"'
+    assert separate in ci_script
+    inline = ci_script.replace(separate, 'TEST_DATABASE_URL="$(bash scripts/postgres15)"')
+    status, calls = _run_ci(tmp_path, inline, failing={"postgres15"})
     assert status == 0, calls

@@ -204,8 +204,13 @@ REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, a
     ],
 )
 def test_verify_fails_naming_the_broken_invariant(
-    cli: Any, conn: psycopg.Connection[Any], world: World, corruption: list[str], invariant: str
+    cli: Any,
+    superuser_conn: psycopg.Connection[Any],
+    world: World,
+    corruption: list[str],
+    invariant: str,
 ) -> None:
+    conn = superuser_conn
     for statement in corruption:
         conn.execute(statement)
     conn.execute("SET session_replication_role = origin")
