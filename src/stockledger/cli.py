@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import secrets
 import socket
@@ -557,6 +558,9 @@ def bench(ctx: click.Context, quick: bool, json_file: Path | None, plot_file: Pa
     from stockledger.bench import run as bench_run
     from stockledger.bench.scenarios import Plan
 
+    if plot_file and importlib.util.find_spec("matplotlib") is None:
+        # Said before a run of minutes, not as a traceback after it.
+        fail("invalid_request: --plot needs matplotlib: pip install 'stockledger[bench]'")
     settings = settings_from(ctx)
     plan = Plan.quick() if quick else Plan.full()
     results = bench_run.run(

@@ -5,8 +5,13 @@
 --    another broker's frozen account heard "account 2 is frozen", and one trading an account
 --    locked by someone else waited for the lock and answered 503, where a missing account
 --    answers 404 at once. The broker of record never changes (accounts_broker_id_immutable),
---    so trades_admit, trade_batch and trades_admit_batch now check it first, without a lock:
---    SL009 or SL004 (both "account not found" to the caller) before any lock is taken.
+--    so it can be checked before the lock: trades_admit locks the account only where the
+--    broker is its broker of record (the broker is part of the locking query's condition:
+--    one query, as before, on the way that succeeds), trade_batch locks only the caller's
+--    accounts and refuses the batch before inserting anything if that is fewer than it
+--    names, and trades_admit_batch locks only the (account, broker)
+--    pairs that match and checks the broker before the status. SL009 and SL004 are both
+--    "account not found" to the caller.
 -- 2. A supplied executed_at before 1900-01-01T00:00:00Z is refused (22008, a data exception:
 --    invalid_request). Year 0 in UTC was stored, then could not be read back by Python and
 --    every answer about the account was a 500. Times after now + 5 s were already refused.
@@ -15,7 +20,6 @@ CREATE OR REPLACE FUNCTION trades_admit() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_account_status text;
-    v_record_broker  bigint;
     v_broker_status  text;
     v_stock_active   boolean;
     v_last_seq       bigint;
@@ -26,21 +30,19 @@ BEGIN
         RAISE EXCEPTION 'seq is assigned by the database' USING ERRCODE = '428C9', COLUMN = 'seq';
     END IF;
 
-    -- The broker of record never changes (accounts_broker_id_immutable), so it is checked
-    -- before the lock: another broker's account answers as a missing one does, whatever its
-    -- status, at once, and never waits on (or learns of) its lock (SPEC §2.4).
-    SELECT broker_id INTO v_record_broker FROM accounts WHERE account_id = NEW.account_id;
+    -- Only the broker of record's trade locks the account: the broker is part of the
+    -- condition, so another broker's trade finds no row, takes no lock and waits for none,
+    -- and answers as for a missing account (SPEC §2.4), whatever the account's status.
+    SELECT status INTO v_account_status
+    FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id) THEN
+            RAISE EXCEPTION 'broker % is not the broker of record of account %',
+                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
+        END IF;
         RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
     END IF;
-    IF v_record_broker IS DISTINCT FROM NEW.broker_id THEN
-        RAISE EXCEPTION 'broker % is not the broker of record of account %',
-            NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
-    END IF;
-
-    SELECT status INTO v_account_status
-    FROM accounts WHERE account_id = NEW.account_id
-    FOR NO KEY UPDATE;
     IF v_account_status <> 'open' THEN
         RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
     END IF;
@@ -117,6 +119,7 @@ DECLARE
     n       integer := coalesce(cardinality(p_account_ids), 0);
     v_batch bigint;
     v_now   timestamptz := clock_timestamp();
+    v_locked  bigint;
     v_foreign record;
 BEGIN
     IF n = 0 OR n > 100000
@@ -128,24 +131,26 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    -- Before any lock: every account is the caller's (its broker of record never changes).
-    -- The first that is not answers as a missing account, and no account of another broker
-    -- is locked or waited for (SPEC §2.4).
-    SELECT u.i - 1 AS idx, u.account_id, a.account_id IS NULL AS missing INTO v_foreign
-    FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
-    LEFT JOIN accounts a ON a.account_id = u.account_id
-    WHERE a.broker_id IS DISTINCT FROM p_broker_id
-    ORDER BY u.i LIMIT 1;
-    IF FOUND THEN
+    -- Only the caller's accounts are locked (the broker of record never changes); if that
+    -- is fewer than the batch names, the first trade on an account of another broker (or
+    -- none) answers as a missing account, before anything is inserted, and no account of
+    -- another broker was locked or waited for (SPEC §2.4).
+    PERFORM FROM accounts a
+    WHERE a.account_id = ANY (p_account_ids) AND a.broker_id = p_broker_id
+    ORDER BY a.account_id FOR NO KEY UPDATE;
+    GET DIAGNOSTICS v_locked = ROW_COUNT;
+    IF v_locked <> (SELECT count(DISTINCT u) FROM unnest(p_account_ids) u) THEN
+        SELECT u.i - 1 AS idx, u.account_id, a.account_id IS NULL AS missing INTO v_foreign
+        FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
+        LEFT JOIN accounts a ON a.account_id = u.account_id
+        WHERE a.broker_id IS DISTINCT FROM p_broker_id
+        ORDER BY u.i LIMIT 1;
         RAISE EXCEPTION USING
             ERRCODE = CASE WHEN v_foreign.missing THEN 'SL009' ELSE 'SL004' END,
             MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
                              v_foreign.idx, v_foreign.account_id, p_broker_id),
             DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
     END IF;
-
-    PERFORM FROM accounts a WHERE a.account_id = ANY (p_account_ids)
-    ORDER BY a.account_id FOR NO KEY UPDATE;
 
     v_batch := nextval('trade_batch_id_seq');
     RETURN QUERY
@@ -200,25 +205,12 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    -- Before any lock, as in trades_admit: each trade's broker is its account's broker of
-    -- record (which never changes), so no account is locked for a broker that may not trade it.
-    SELECT n.account_id, a.account_id IS NULL AS missing,
-           (SELECT count(*) FROM new_rows m WHERE m.trade_id < n.trade_id) AS idx
-    INTO v
-    FROM new_rows n
-    LEFT JOIN accounts a ON a.account_id = n.account_id
-    WHERE a.broker_id IS DISTINCT FROM n.broker_id
-    ORDER BY n.trade_id LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = CASE WHEN v.missing THEN 'SL009' ELSE 'SL004' END,
-            MESSAGE = format('trade %s of the batch: account %s is not an account of its broker',
-                             v.idx, v.account_id),
-            DETAIL = json_build_object('batch_index', v.idx)::text;
-    END IF;
-
     -- The accounts' serialization point, as for single trades; in account order, so two
-    -- batches over the same accounts cannot deadlock.
-    PERFORM FROM accounts WHERE account_id IN (SELECT account_id FROM new_rows)
+    -- batches over the same accounts cannot deadlock. Only the accounts the rows' brokers
+    -- may trade are locked (as in trades_admit); a row naming another broker's account is
+    -- refused below as SL004, before its account's status is looked at.
+    PERFORM FROM accounts
+    WHERE (account_id, broker_id) IN (SELECT account_id, broker_id FROM new_rows)
     ORDER BY account_id FOR NO KEY UPDATE;
 
     -- Sufficient for every rule, in aggregates: per account, its trades all name its open
@@ -297,8 +289,8 @@ BEGIN
             SELECT o.idx,
                 CASE
                     WHEN a.account_id IS NULL THEN 'SL009'
-                    WHEN a.status <> 'open' THEN 'SL003'
                     WHEN a.broker_id <> o.broker_id THEN 'SL004'
+                    WHEN a.status <> 'open' THEN 'SL003'
                     WHEN br.status IS DISTINCT FROM 'active' THEN 'SL005'
                     WHEN s.active IS NOT TRUE THEN 'SL006'
                     WHEN o.seq <> o.expected_seq THEN '428C9'
@@ -309,10 +301,10 @@ BEGIN
                 END AS code,
                 CASE
                     WHEN a.account_id IS NULL THEN format('account %s does not exist', o.account_id)
-                    WHEN a.status <> 'open' THEN format('account %s is %s', o.account_id, a.status)
                     WHEN a.broker_id <> o.broker_id THEN format(
                         'broker %s is not the broker of record of account %s',
                         o.broker_id, o.account_id)
+                    WHEN a.status <> 'open' THEN format('account %s is %s', o.account_id, a.status)
                     WHEN br.status IS DISTINCT FROM 'active' THEN format(
                         'broker %s is %s', o.broker_id, coalesce(br.status, 'unknown'))
                     WHEN s.active IS NOT TRUE THEN format('stock %s is not tradable', o.symbol)
