@@ -619,11 +619,10 @@ BEGIN
     END IF;
 
     -- The accounts' serialization point, as for single trades; in account order, so two
-    -- batches over the same accounts cannot deadlock. Only the accounts the rows' brokers
-    -- may trade are locked (as in trades_admit); a row naming another broker's account is
-    -- refused below as SL004, before its account's status is looked at.
-    PERFORM FROM accounts
-    WHERE (account_id, broker_id) IN (SELECT account_id, broker_id FROM new_rows)
+    -- batches over the same accounts cannot deadlock. (Through trade_batch() they are locked
+    -- already, and only if every one is the caller's; a row naming another broker's account
+    -- is refused below as SL004, before its account's status is looked at.)
+    PERFORM FROM accounts WHERE account_id IN (SELECT account_id FROM new_rows)
     ORDER BY account_id FOR NO KEY UPDATE;
 
     -- Sufficient for every rule, in aggregates: per account, its trades all name its open

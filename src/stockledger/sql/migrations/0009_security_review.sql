@@ -9,9 +9,8 @@
 --    broker is its broker of record (the broker is part of the locking query's condition:
 --    one query, as before, on the way that succeeds), trade_batch locks only the caller's
 --    accounts and refuses the batch before inserting anything if that is fewer than it
---    names, and trades_admit_batch locks only the (account, broker)
---    pairs that match and checks the broker before the status. SL009 and SL004 are both
---    "account not found" to the caller.
+--    names, and trades_admit_batch checks the broker before the status. SL009 and SL004
+--    are both "account not found" to the caller.
 -- 2. A supplied executed_at before 1900-01-01T00:00:00Z is refused (22008, a data exception:
 --    invalid_request). Year 0 in UTC was stored, then could not be read back by Python and
 --    every answer about the account was a 500. Times after now + 5 s were already refused.
@@ -206,11 +205,10 @@ BEGIN
     END IF;
 
     -- The accounts' serialization point, as for single trades; in account order, so two
-    -- batches over the same accounts cannot deadlock. Only the accounts the rows' brokers
-    -- may trade are locked (as in trades_admit); a row naming another broker's account is
-    -- refused below as SL004, before its account's status is looked at.
-    PERFORM FROM accounts
-    WHERE (account_id, broker_id) IN (SELECT account_id, broker_id FROM new_rows)
+    -- batches over the same accounts cannot deadlock. (Through trade_batch() they are locked
+    -- already, and only if every one is the caller's; a row naming another broker's account
+    -- is refused below as SL004, before its account's status is looked at.)
+    PERFORM FROM accounts WHERE account_id IN (SELECT account_id FROM new_rows)
     ORDER BY account_id FOR NO KEY UPDATE;
 
     -- Sufficient for every rule, in aggregates: per account, its trades all name its open
