@@ -70,3 +70,13 @@ def test_expect_continue_is_noticed_once_the_headers_are_in() -> None:
     framing = RequestFraming(1024)
     framing.feed(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
     assert framing.expects_continue and framing.awaits_body
+
+
+@pytest.mark.parametrize("request_bytes", [CHUNKED, CHUNKED_WITH_TRAILER])
+def test_a_chunked_body_of_exactly_the_limit_fed_a_byte_at_a_time(request_bytes: bytes) -> None:
+    """Each chunk counts once, however many times its size line is read while its data
+    arrives (counting it at each read made a slow client's body 'too large')."""
+    framing = RequestFraming(max_body=len(BODY))
+    states = [framing.feed(request_bytes[i : i + 1]) for i in range(len(request_bytes))]
+    assert states[-1] is Framing.COMPLETE and Framing.BODY_TOO_LARGE not in states
+    assert RequestFraming(max_body=len(BODY) - 1).feed(request_bytes) is Framing.BODY_TOO_LARGE

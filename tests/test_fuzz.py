@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import schemathesis
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -120,3 +122,26 @@ def failure_names(exc: BaseException) -> set[str]:
     for member in getattr(exc, "exceptions", ()):
         names |= failure_names(member)
     return names
+
+
+CONTROL_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", categories=["Cc", "L", "N", "Zs"]), min_size=1
+).filter(lambda text: any(ord(c) < 0x20 or ord(c) == 0x7F for c in text))
+
+
+@settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(text=CONTROL_TEXT, field=st.sampled_from(["client", "broker", "stock", "email"]))
+def test_text_fields_with_control_characters_are_refused(
+    client: FlaskClient, text: str, field: str
+) -> None:
+    """Every text field of administration, with control characters (NUL among them, which
+    PostgreSQL text cannot hold at all): 422, never a 5xx, nothing created."""
+    path, body = {
+        "client": ("/v1/clients", {"name": text, "tax_id": "CTRL1"}),
+        "broker": ("/v1/brokers", {"name": text, "tax_id": "CTRL2", "license_no": "CTRL-2"}),
+        "stock": ("/v1/stocks", {"symbol": "CTRL", "name": text}),
+        "email": ("/v1/clients", {"name": "Ok", "tax_id": "CTRL3", "email": f"a{text}@b.co"}),
+    }[field]
+    response = client.post(path, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 422, (text, response.get_json())

@@ -34,6 +34,18 @@ def trade_body(account: int, **extra: Any) -> dict[str, Any]:
     return {**body, **extra}
 
 
+def post_trade(client: FlaskClient, path: str, body: dict[str, Any], key: str) -> Any:
+    """One trade by one of the API's paths: single (again), idempotent, seed, or a batch of it."""
+    headers = bearer(key)
+    if path == "batch":
+        return client.post("/v1/trades/batch", json={"trades": [body]}, headers=headers)
+    if path == "seed":
+        return client.post("/trade", json=body, headers=headers)
+    if path == "idempotent":
+        headers["Idempotency-Key"] = f"key-{time.monotonic_ns()}"
+    return client.post("/v1/trades", json=body, headers=headers)
+
+
 def fresh_account(conn: psycopg.Connection[Any], world: World) -> int:
     """An account of broker A with no trade yet: a backfill time of any age is not out of
     order there, so only the time range can refuse it."""
@@ -54,15 +66,7 @@ def test_a_time_out_of_range_is_422_and_writes_nothing(
     account = fresh_account(conn, world)
     body = {**trade_body(account), "executed_at": when}
     before = ledger_snapshot(conn)
-    headers = bearer(world.key_a)
-    if path == "batch":
-        response = client.post("/v1/trades/batch", json={"trades": [body]}, headers=headers)
-    elif path == "seed":
-        response = client.post("/trade", json=body, headers=headers)
-    else:
-        if path == "idempotent":
-            headers["Idempotency-Key"] = f"range-{when}"
-        response = client.post("/v1/trades", json=body, headers=headers)
+    response = post_trade(client, path, body, world.key_a)
     assert response.status_code == 422, response.get_json()
     assert response.get_json()["code"] == "invalid_request"
     assert ledger_snapshot(conn) == before
@@ -152,19 +156,9 @@ MISSING = 987_654_321
 
 
 def answer(client: FlaskClient, path: str, account: int, key: str) -> tuple[int, Any, float]:
-    headers = bearer(key)
-    body = trade_body(account)
     started = time.monotonic()
-    if path == "batch":
-        response = client.post("/v1/trades/batch", json={"trades": [body]}, headers=headers)
-    elif path == "seed":
-        response = client.post("/trade", json=body, headers=headers)
-    else:
-        if path == "idempotent":
-            headers["Idempotency-Key"] = f"foreign-{time.monotonic_ns()}"
-        response = client.post("/v1/trades", json=body, headers=headers)
-    problem = response.get_json()
-    return response.status_code, problem, time.monotonic() - started
+    response = post_trade(client, path, trade_body(account), key)
+    return response.status_code, response.get_json(), time.monotonic() - started
 
 
 @contextmanager
