@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from stockledger import embedded
 from stockledger.config import SettingError
 from stockledger.embedded import (
     CREDENTIALS_FILE,
@@ -39,8 +40,11 @@ root_only = pytest.mark.skipif(
 def probe_as_nobody(socket_dir: Path) -> subprocess.CompletedProcess[str]:
     """psql as `nobody`, as superuser, without a password, over the server's socket."""
     nobody = pwd.getpwnam("nobody")
+    # The binaries the server's user runs (a copy, when the virtualenv is private to root):
+    # another user can reach those.
+    psql = embedded._server_bin_dir(pwd.getpwnam(embedded.SERVER_USER_WHEN_ROOT)) / "psql"
     return subprocess.run(
-        [str(pg_binary("psql")), "-w", "-h", str(socket_dir), "-p", str(PORT), "-U", SUPERUSER,
+        [str(psql), "-w", "-h", str(socket_dir), "-p", str(PORT), "-U", SUPERUSER,
          "-d", "postgres", "-c", "SELECT 1"],
         user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/",
         capture_output=True, text=True, timeout=30, check=False,
@@ -177,8 +181,6 @@ def test_binaries_the_servers_user_cannot_reach_are_copied_not_opened_up(
     """A virtualenv in a private directory (as under /root): the server runs from a copy that
     stockledger makes, and the private directory stays private."""
     import shutil
-
-    from stockledger import embedded
 
     private = tmp_path / "private-home"
     private.mkdir(mode=0o700)
