@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from stockledger import admin
 from stockledger.cli import main
 from stockledger.db import connect
-from stockledger.models import MAX_FIELD_ERRORS, MAX_JSON_DEPTH, AccountCreate
+from stockledger.models import _JSON_STRUCTURE, MAX_FIELD_ERRORS, MAX_JSON_DEPTH, AccountCreate
 from tests.conftest import ADMIN_TOKEN, World, bearer, ledger_snapshot
 
 YEAR_ZERO_IN_UTC = "0001-01-01T00:00:00+14:00"
@@ -279,6 +279,23 @@ def test_nesting_up_to_the_limit_is_parsed(client: FlaskClient, world: World) ->
         "/v1/trades/batch", data=too_deep, content_type="application/json",
         headers=bearer(world.key_a),
     )  # fmt: skip
+    assert response.status_code == 400
+
+
+def test_the_depth_scan_reads_an_unterminated_string_in_one_match() -> None:
+    """The scan before json.loads must stay linear: with the closing quote required, each
+    quote inside an unterminated string started a new scan to the end, and a 64 KiB body of
+    \\" cost 9.5 s of CPU. One match from the first quote to the end means no rescans."""
+    text = '"' + '\\"' * 1000
+    match = _JSON_STRUCTURE.match(text)
+    assert match is not None and match.end() == len(text)
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_400(client: FlaskClient, world: World) -> None:
+    body = '{"trades": "' + '\\"' * 250_000
+    response = client.post(
+        "/v1/trades/batch", data=body, content_type="application/json", headers=bearer(world.key_a)
+    )
     assert response.status_code == 400
 
 
