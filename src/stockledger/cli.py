@@ -53,13 +53,10 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:  # no server answered a query: the connection failed
-                fail(f"service_unavailable: {connection_failure(exc)}")
-            error = translate(exc)
-            assert error is not None
-            fail(f"{error.code}: {error.detail}")
         except (StockledgerError, psycopg.Error) as exc:
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                # No server answered a query: the connection itself failed. Say why.
+                fail(f"service_unavailable: {connection_failure(exc)}")
             error = translate(exc)
             assert error is not None
             fail(f"{error.code}: {error.detail}")

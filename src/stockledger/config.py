@@ -34,19 +34,24 @@ MIN_ADMIN_TOKEN_LENGTH = 32
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 
+def check_admin_token(token: str) -> None:
+    """A short token can be guessed, and one with spaces could never be presented (a bearer
+    token is stripped): a whitespace-only token silently turned administration off."""
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH or not _TOKEN_CHARACTERS.fullmatch(token):
+        raise SettingError(
+            f"STOCKLEDGER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} printable "
+            f"characters without spaces (it has {len(token)}); make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+
+
 def admin_token(env: dict[str, str]) -> str | None:
     """STOCKLEDGER_ADMIN_TOKEN, if set to a usable token; unset or empty means no HTTP
-    administration. A short token can be guessed and a whitespace-only one could never be
-    presented (a bearer token is stripped), silently turning administration off: both refused."""
+    administration."""
     text = env.get("STOCKLEDGER_ADMIN_TOKEN")
     if not text:
         return None
-    if len(text) < MIN_ADMIN_TOKEN_LENGTH or not _TOKEN_CHARACTERS.fullmatch(text):
-        raise SettingError(
-            f"STOCKLEDGER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} printable "
-            f"characters without spaces (it has {len(text)}); make one with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-        )
+    check_admin_token(text)
     return text
 
 
