@@ -360,6 +360,37 @@ def test_control_characters_in_names_are_422(
     assert response.get_json()["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    ("statement", "constraint"),
+    [
+        ("INSERT INTO clients (name, tax_id) VALUES (E'Tab\\tName', 'CTL1')", "clients_name_check"),
+        (
+            "INSERT INTO clients (name, tax_id, email) VALUES ('Ok', 'CTL2', E'a\\x01b@c.de')",
+            "clients_email_check",
+        ),
+        (
+            "INSERT INTO brokers (name, tax_id, license_no) VALUES (E'Line\\nbreak', 'CTL3', 'CT-3')",
+            "brokers_name_check",
+        ),
+        ("INSERT INTO stocks (symbol, name) VALUES ('CTLX', E'Bell\\x07')", "stocks_name_check"),
+    ],
+)
+def test_the_database_refuses_control_characters_from_any_writer(
+    conn: psycopg.Connection[Any], statement: str, constraint: str
+) -> None:
+    """The API's rule, held by the database for psql too (0009), under the same names."""
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        conn.execute(statement)
+    assert caught.value.diag.constraint_name == constraint
+
+
+def test_the_database_still_takes_ordinary_names(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO clients (name, tax_id, email) VALUES ('Zoë O''Brien-Smith', 'CTL5', 'z@o.ie')"
+    )
+    conn.execute("INSERT INTO stocks (symbol, name) VALUES ('CTLY', 'Société Générale S.A.')")
+
+
 @pytest.mark.parametrize("price", ["1\n", "1\r\n", " 1", "1 ", "1\u0000"])
 def test_a_price_with_surrounding_whitespace_is_422(
     client: FlaskClient, world: World, price: str

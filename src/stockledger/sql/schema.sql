@@ -22,12 +22,15 @@ CREATE TABLE clients (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT clients_pkey PRIMARY KEY (client_id),
     CONSTRAINT clients_tax_id_key UNIQUE (tax_id),
-    CONSTRAINT clients_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200),
+    -- No control characters (0009).
+    CONSTRAINT clients_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
     -- Canonical form (upper case letters and digits) so that "de-123" and "DE123" cannot pose
     -- as two identities and slip past the broker-owned-account rule.
     CONSTRAINT clients_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
     CONSTRAINT clients_email_check CHECK (
-        char_length(email) <= 254 AND email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$')
+        char_length(email) <= 254 AND email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'
+        AND email !~ '[\x01-\x1f\x7f]')
 );
 
 CREATE TABLE brokers (
@@ -40,7 +43,9 @@ CREATE TABLE brokers (
     CONSTRAINT brokers_pkey PRIMARY KEY (broker_id),
     CONSTRAINT brokers_tax_id_key UNIQUE (tax_id),
     CONSTRAINT brokers_license_no_key UNIQUE (license_no),
-    CONSTRAINT brokers_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200),
+    -- No control characters (0009).
+    CONSTRAINT brokers_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
     CONSTRAINT brokers_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
     CONSTRAINT brokers_license_no_check CHECK (license_no ~ '^[A-Z0-9][A-Z0-9./-]{0,31}$'),
     CONSTRAINT brokers_status_check CHECK (status IN ('active', 'suspended'))
@@ -53,7 +58,9 @@ CREATE TABLE stocks (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT stocks_pkey PRIMARY KEY (symbol),
     CONSTRAINT stocks_symbol_check CHECK (symbol ~ '^[A-Z][A-Z0-9.-]{0,9}$'),
-    CONSTRAINT stocks_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 200)
+    -- No control characters (0009).
+    CONSTRAINT stocks_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]')
 );
 
 -- One row per legal identity that is a broker or owns an account. Both sides of the

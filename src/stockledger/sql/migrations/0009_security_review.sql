@@ -14,6 +14,26 @@
 -- 2. A supplied executed_at before 1900-01-01T00:00:00Z is refused (22008, a data exception:
 --    invalid_request). Year 0 in UTC was stored, then could not be read back by Python and
 --    every answer about the account was a 500. Times after now + 5 s were already refused.
+-- 3. Names and e-mail addresses hold no control characters. The API refuses them (a NUL
+--    reached PostgreSQL as a 500); a psql INSERT took a tab or a newline. The same rule for
+--    every writer now, under the same constraint names.
+
+ALTER TABLE clients
+    DROP CONSTRAINT clients_name_check,
+    ADD CONSTRAINT clients_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
+    DROP CONSTRAINT clients_email_check,
+    ADD CONSTRAINT clients_email_check CHECK (
+        char_length(email) <= 254 AND email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'
+        AND email !~ '[\x01-\x1f\x7f]');
+ALTER TABLE brokers
+    DROP CONSTRAINT brokers_name_check,
+    ADD CONSTRAINT brokers_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]');
+ALTER TABLE stocks
+    DROP CONSTRAINT stocks_name_check,
+    ADD CONSTRAINT stocks_name_check
+        CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]');
 
 CREATE OR REPLACE FUNCTION trades_admit() RETURNS trigger
 LANGUAGE plpgsql AS $$
