@@ -334,8 +334,9 @@ class EmbeddedServer:
         """A data directory made before stockledger set passwords (trust authentication):
         give its roles passwords and accept nothing but them from now on."""
         credentials = Credentials.create(self.data_dir / CREDENTIALS_FILE)
-        trusted = f"host={self.socket_dir} port={PORT} user={SUPERUSER} dbname=postgres"
-        with psycopg.connect(trusted, autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), port=PORT, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute("SET password_encryption = 'scram-sha-256'")
             conn.execute(
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(
