@@ -16,8 +16,8 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +28,15 @@ from flask.testing import FlaskClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from stockledger import admin, auth, ledger, migrations
-from stockledger.app import create_app
 from stockledger.config import Settings
-from stockledger.db import connect
-from stockledger.embedded import EmbeddedServer
-from stockledger.migrations import APP_ROLE
-from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate, TradeRequest
+from stockledger.db import migrations
+from stockledger.db.embedded import EmbeddedServer
+from stockledger.db.migrations import APP_ROLE
+from stockledger.db.pool import connect
+from stockledger.http.app import create_app
+from tests.support import ADMIN_TOKEN, SELLERS, Server, World, is_superuser, make_world
 
 _counter = itertools.count()
-ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl"
-
-
-@dataclass(frozen=True)
-class Server:
-    admin_url: str  # a database on the server from which databases can be created
-
-    def url_for(self, dbname: str) -> str:
-        return make_conninfo(self.admin_url, dbname=dbname)
-
-    def create_database(self, name: str, template: str | None = None) -> str:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-            if template:
-                # FILE_COPY: copying a small template file by file is much faster than the
-                # default WAL_LOG strategy.
-                statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            conn.execute(statement)
-        return self.url_for(name)
-
-    def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            try:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-            except psycopg.errors.InsufficientPrivilege:
-                # FORCE may not terminate an autovacuum worker that happens to be in the
-                # database unless the role is a superuser (seen on PostgreSQL 15); a plain
-                # DROP cancels autovacuum itself, and no session of the test is left.
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +137,6 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
-def is_superuser(conn: psycopg.Connection[Any]) -> bool:
-    return bool(scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-
-
 @pytest.fixture
 def superuser_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """The owner's connection, for a test that must break the rules as only a superuser can
@@ -220,102 +183,12 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@dataclass(frozen=True)
-class World:
-    """A small brokerage: broker A runs account `account` (holding 100 AAPL), broker B runs
-    `other_account`; `owner` is the account's client. key_a, key_b: the brokers' API keys."""
-
-    broker_a: int
-    broker_b: int
-    owner: int
-    account: int
-    other_account: int
-    key_a: str
-    key_b: str
-
-
-def make_world(conn: psycopg.Connection[Any]) -> World:
-    tag = uuid.uuid4().hex[:6].upper()
-    a = admin.add_broker(
-        conn, BrokerCreate(name="Broker A", tax_id=f"BA{tag}", license_no=f"LA{tag}")
-    )
-    b = admin.add_broker(
-        conn, BrokerCreate(name="Broker B", tax_id=f"BB{tag}", license_no=f"LB{tag}")
-    )
-    owner = admin.add_client(
-        conn, ClientCreate(name="Ada Lovelace", tax_id=f"CA{tag}", email="ada@example.com")
-    )
-    other = admin.add_client(conn, ClientCreate(name="Grace Hopper", tax_id=f"CB{tag}"))
-    for symbol, name in (("AAPL", "Apple"), ("MSFT", "Microsoft"), ("OLD", "Delisted Co")):
-        conn.execute(
-            "INSERT INTO stocks (symbol, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            [symbol, name],
-        )
-    conn.execute("UPDATE stocks SET active = false WHERE symbol = 'OLD'")
-    account = admin.open_account(
-        conn, AccountCreate(client_id=owner["client_id"], broker_id=a["broker_id"])
-    )
-    other_account = admin.open_account(
-        conn, AccountCreate(client_id=other["client_id"], broker_id=b["broker_id"])
-    )
-    world = World(
-        broker_a=a["broker_id"],
-        broker_b=b["broker_id"],
-        owner=owner["client_id"],
-        account=account["account_id"],
-        other_account=other_account["account_id"],
-        key_a=auth.issue_key(conn, a["broker_id"])["api_key"],
-        key_b=auth.issue_key(conn, b["broker_id"])["api_key"],
-    )
-    buy(conn, world.account, world.broker_a, "AAPL", 100)
-    return world
-
-
-def buy(
-    conn: psycopg.Connection[Any], account: int, broker: int, symbol: str, quantity: int
-) -> ledger.TradeResult:
-    return ledger.execute_trade(
-        conn,
-        TradeRequest(
-            account_id=account,
-            broker_id=broker,
-            symbol=symbol,
-            side="buy",
-            quantity=quantity,
-            price=Decimal("10.00"),
-        ),
-    )
-
-
 @pytest.fixture
 def world(conn: psycopg.Connection[Any]) -> World:
     return make_world(conn)
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def as_caller(client: FlaskClient, token: str) -> FlaskClient:
-    """Every request of this test client carries the token."""
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    return client
-
-
-def add_stock(conn: psycopg.Connection[Any], symbol: str) -> None:
-    admin.add_stock(conn, StockCreate(symbol=symbol, name=f"{symbol} Inc."))
-
-
-def scalar(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
-    """The first column of the one row a query must return."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, query
-    return row[0]
-
-
-def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
-    """Everything a bad request must leave untouched."""
-    return (
-        conn.execute("SELECT count(*), coalesce(max(trade_id), 0) FROM trades").fetchone(),
-        conn.execute("SELECT * FROM positions ORDER BY account_id, symbol").fetchall(),
-    )
+@pytest.fixture
+def seller_connections(db_url: str) -> Iterator[list[psycopg.Connection[Any]]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(connect(db_url)) for _ in range(SELLERS)]

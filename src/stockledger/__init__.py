@@ -12,6 +12,6 @@ if TYPE_CHECKING:
 
 def create_app(*args: Any, **kwargs: Any) -> Flask:
     # Imported on use so that `stockledger --help` does not pay for Flask.
-    from stockledger.app import create_app as factory
+    from stockledger.http.app import create_app as factory
 
     return factory(*args, **kwargs)

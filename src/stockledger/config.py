@@ -10,7 +10,11 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_BODY_LIMIT = 64 * 1024
-WORKER_CLASS = "stockledger.worker.WholeRequestThreadWorker"
+WORKER_CLASS = "stockledger.serve.worker.WholeRequestThreadWorker"
+# Where prometheus_client's multiprocess mode keeps the workers' samples. Named here, not in
+# stockledger.serve.metrics: prometheus_client reads it when first imported, so the process
+# that sets it (serve, before forking) must not import prometheus_client first.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class SettingError(ValueError):

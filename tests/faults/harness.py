@@ -28,11 +28,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from stockledger import admin, auth, migrations
-from stockledger.db import connect
-from stockledger.embedded import EmbeddedServer
-from stockledger.models import AccountCreate, BrokerCreate, ClientCreate, StockCreate
-from tests.processes import Served, clean_env, free_port, stockledger_command
+from stockledger.db import migrations
+from stockledger.db.embedded import EmbeddedServer
+from stockledger.db.pool import connect
+from stockledger.registry import keys, records
+from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate, StockCreate
+from tests.support import Served, clean_env, free_port, stockledger_command
 
 SYMBOLS = ("AAPL", "MSFT")
 
@@ -145,16 +146,16 @@ def make_brokerage(pg: KillablePostgres, accounts: int) -> Brokerage:
     with connect(url) as conn:
         migrations.migrate(conn)
         tag = uuid.uuid4().hex[:6].upper()
-        broker = admin.add_broker(
+        broker = records.add_broker(
             conn, BrokerCreate(name="Fault Broker", tax_id=f"FB{tag}", license_no=f"FL{tag}")
         )
         broker_id = broker["broker_id"]
         for symbol in SYMBOLS:
-            admin.add_stock(conn, StockCreate(symbol=symbol, name=symbol))
+            records.add_stock(conn, StockCreate(symbol=symbol, name=symbol))
         ids = []
         for n in range(accounts):
-            client = admin.add_client(conn, ClientCreate(name=f"C{n}", tax_id=f"FC{tag}{n}"))
-            account = admin.open_account(
+            client = records.add_client(conn, ClientCreate(name=f"C{n}", tax_id=f"FC{tag}{n}"))
+            account = records.open_account(
                 conn, AccountCreate(client_id=client["client_id"], broker_id=broker_id)
             )
             ids.append(account["account_id"])
@@ -170,7 +171,7 @@ def make_brokerage(pg: KillablePostgres, accounts: int) -> Brokerage:
                 [Decimal("0.0001")] * k,  # below every mark
             ],
         )
-        key = auth.issue_key(conn, broker_id)["api_key"]
+        key = keys.issue_key(conn, broker_id)["api_key"]
     app_url = pg.server.enable_app_login(url)
     return Brokerage(url, app_url, broker_id, tuple(ids), key)
 

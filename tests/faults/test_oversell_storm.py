@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stockledger.db import connect
+from stockledger.db.pool import connect
 from tests.faults.harness import Brokerage, serving
 from tests.faults.report import record
 

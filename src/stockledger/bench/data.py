@@ -7,7 +7,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from stockledger.queries import parse_named_queries, sql_text
+from stockledger.db.queries import parse_named_queries, sql_text
 
 SYMBOLS = ["AAPL", "MSFT", "GOOG", "AMZN"]  # the pgbench scripts use these four
 STARTING_HOLDING = 200

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from stockledger import ledger
+from stockledger.audit.verify import verify
 from stockledger.bench import data, scenarios, web
 from stockledger.bench.scenarios import Plan
 from stockledger.bench.servers import LEDGER_DB, bench_server
-from stockledger.db import connect
+from stockledger.db.pool import connect
 
 
 def machine() -> dict[str, Any]:
@@ -67,7 +67,7 @@ def run(database_url: str | None, plan: Plan, progress: Callable[[str], None]) -
                 url, *scenarios.holdings_accounts(plan), plan.samples
             )
             with connect(url) as conn:
-                results["verify"] = {c.name: c.holds for c in ledger.verify(conn)}
+                results["verify"] = {c.name: c.holds for c in verify(conn)}
         finally:
             server.drop_database(LEDGER_DB)
     results["ratios"] = ratios(results)

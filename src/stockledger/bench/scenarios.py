@@ -13,8 +13,8 @@ import psycopg
 
 from stockledger.bench import data, pgbench
 from stockledger.bench.servers import PGBENCH_DB, BenchServer
-from stockledger.db import connect
-from stockledger.queries import query
+from stockledger.db.pool import connect
+from stockledger.db.queries import query
 
 
 @dataclass(frozen=True)

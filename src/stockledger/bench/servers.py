@@ -13,9 +13,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from stockledger import migrations
-from stockledger.db import connect
-from stockledger.embedded import EmbeddedServer
+from stockledger.db import migrations
+from stockledger.db.embedded import EmbeddedServer
+from stockledger.db.pool import connect
 
 LEDGER_DB = "stockledger_bench"
 PGBENCH_DB = "stockledger_bench_pgbench"

@@ -26,9 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stockledger import auth
 from stockledger.bench.scenarios import count_rows, p50_ms
-from stockledger.db import connect
+from stockledger.db.pool import connect
+from stockledger.registry.keys import issue_key
 
 READY_TIMEOUT = 30.0
 
@@ -188,7 +188,7 @@ def http_trade(
     Idempotency-Key per request; throughput, p50, p99, refusals and the server's memory."""
     options = ServeOptions(workers=2, threads=max(4, max(clients) // 2))
     with connect(url) as conn:
-        key = auth.issue_key(conn, 1)["api_key"]
+        key = issue_key(conn, 1)["api_key"]
     last_own = accounts - (accounts - 1) % brokers  # broker 1 owns 1, 1+brokers, ...
     lua_args = [key, "1", str(last_own), str(brokers)]
     runs = []
@@ -230,7 +230,7 @@ def holdings_over_http(url: str, big: int, small: int, samples: int) -> dict[str
     """p50 of GET /getHoldings through `stockledger serve` (one keep-alive connection) for an
     account with a long history and one with a short history, both broker 1's."""
     with connect(url) as conn:
-        key = auth.issue_key(conn, 1)["api_key"]
+        key = issue_key(conn, 1)["api_key"]
     headers = {"Authorization": f"Bearer {key}"}
     with served(url, ServeOptions(workers=1, threads=1)) as (base, _process):
         client = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)

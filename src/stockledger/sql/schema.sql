@@ -1,18 +1,79 @@
--- The current schema, for reading. Migrations in sql/migrations/ are what runs; a test
--- (tests/test_migrations.py) proves that applying them all yields exactly this schema.
-
+-- The current schema of stockledger, each object once and in its final form, grouped by kind:
+-- roles, domains, tables (with their constraints and indexes), views, functions, triggers,
+-- grants. It is for reading: sql/migrations/ is what runs, and
+-- tests/migrations/test_migrations.py proves that applying every migration to an empty
+-- database gives exactly this schema (and, as its control, that a one-constraint difference
+-- shows). A migration that changes the schema changes this file in the same commit.
 --
--- Error codes raised here (class SL, see stockledger/errors.py for the mapping):
---   SL001 insufficient holdings         SL007 tax id is both broker and account owner
---   SL002 executed_at out of order      SL008 the ledger is append-only
---   SL003 account not open              SL009 unknown account
---   SL004 broker not of record          SL010 positions are derived, not written
---   SL005 broker suspended              SL011 field is immutable
---   SL006 stock not tradable            SL012 idempotency key reused for another request
--- Standard codes: 23514 for named CHECK constraints, 23505 unique, 23503 foreign key,
--- 428C9 for a value the database assigns (trade_id, seq).
+-- Where each rule of SPEC §1.2 lives:
+--   rule 1  no oversell                 trades_admit (account row lock, positions probe),
+--                                        trades_admit_batch (set-wise), positions_quantity_check
+--   rule 2  append-only ledger          refuse_ledger_change on trades (row and statement)
+--   rule 3  executed_at order, seq      trades_admit / trades_admit_batch, under the lock
+--   rule 4  no broker-owned accounts    tax_identities, claimed by both sides' triggers
+--   rule 5  broker of record, active    trades_admit / trades_admit_batch, trade_batch
+--   rule 6  listed, active stocks       trades_admit / trades_admit_batch
+--   derived positions                   trades_apply_to_position, refuse_position_write
+--   identities never change             refuse_immutable_change
+--   domain values                       named CHECK constraints and the trade_* domains
+--
+-- Error codes raised here. Callers map them by code, never by message text; the mapping is
+-- stockledger/db/boundary.py, and tests/sql/test_error_catalog.py fails when a code raised
+-- here has none.
+--   SL001 insufficient holdings (sell larger than the position)
+--   SL002 executed_at out of order (before the account's latest trade, or > 5 s ahead)
+--   SL003 account not open (frozen or closed)
+--   SL004 broker is not the account's broker of record (answered as SL009: not found)
+--   SL005 broker suspended (trades, and broker_of_key())
+--   SL006 stock not tradable (unknown or inactive)
+--   SL007 a tax id would be both a broker and an account owner
+--   SL008 the ledger is append-only (UPDATE, DELETE, TRUNCATE of trades)
+--   SL009 unknown account
+--   SL010 positions are derived data (written only by the trade triggers)
+--   SL011 an immutable field was changed (tax ids, an account's client and broker, a key)
+--   SL012 idempotency key reused for a different request
+--   SL013 unknown, wrong or revoked API key (broker_of_key())
+-- Standard codes: 23514 a named CHECK (its constraint name says which), 23505 unique, 23503
+-- foreign key, 23502 NOT NULL, 428C9 a value the database assigns (trade_id, seq), 22008 a
+-- trade time before 1900-01-01Z, 22023 a malformed batch (arrays of unequal length, a batch
+-- mark on a row of another statement).
 
--- Reference data --------------------------------------------------------------------------
+-- Roles ------------------------------------------------------------------------------------
+
+-- The application connects as stockledger_app (or a login role granted it). It owns nothing,
+-- so it cannot disable a trigger, change session_replication_role or drop a rule; what it may
+-- do is in the grants at the end.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stockledger_app') THEN
+        CREATE ROLE stockledger_app NOLOGIN;
+    END IF;
+END
+$$;
+
+-- Domains ----------------------------------------------------------------------------------
+
+-- A trade's values are domains, not table CHECKs, so that trade() and trade_batch() check
+-- them in their own parameters' casts; the constraints keep the names callers know.
+CREATE DOMAIN trade_side AS text
+    CONSTRAINT trades_side_check CHECK (VALUE IN ('buy', 'sell'));
+CREATE DOMAIN trade_quantity AS bigint
+    CONSTRAINT trades_quantity_check CHECK (VALUE BETWEEN 1 AND 1000000000);
+-- numeric without a typmod on purpose: numeric(16,4) would silently round a fifth decimal
+-- place away before any check could refuse it.
+CREATE DOMAIN trade_price AS numeric
+    CONSTRAINT trades_price_check
+        CHECK (VALUE > 0 AND VALUE < 1000000000000 AND VALUE = trunc(VALUE, 4));
+CREATE DOMAIN trade_client_order_id AS text
+    CONSTRAINT trades_client_order_id_check
+        CHECK (octet_length(VALUE) BETWEEN 1 AND 64 AND VALUE ~ '^[\x21-\x7E]+$');
+CREATE DOMAIN idempotency_key_text AS text
+    CONSTRAINT idempotency_keys_key_check
+        CHECK (octet_length(VALUE) BETWEEN 1 AND 255 AND VALUE ~ '^[\x21-\x7E]+$');
+CREATE DOMAIN idempotency_request_hash AS bytea
+    CONSTRAINT idempotency_keys_request_hash_check CHECK (octet_length(VALUE) = 32);
+
+-- Reference tables -------------------------------------------------------------------------
 
 CREATE TABLE clients (
     client_id  bigint GENERATED ALWAYS AS IDENTITY,
@@ -22,7 +83,7 @@ CREATE TABLE clients (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT clients_pkey PRIMARY KEY (client_id),
     CONSTRAINT clients_tax_id_key UNIQUE (tax_id),
-    -- No control characters (0009).
+    -- No control characters, no blank name.
     CONSTRAINT clients_name_check
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
     -- Canonical form (upper case letters and digits) so that "de-123" and "DE123" cannot pose
@@ -43,13 +104,29 @@ CREATE TABLE brokers (
     CONSTRAINT brokers_pkey PRIMARY KEY (broker_id),
     CONSTRAINT brokers_tax_id_key UNIQUE (tax_id),
     CONSTRAINT brokers_license_no_key UNIQUE (license_no),
-    -- No control characters (0009).
     CONSTRAINT brokers_name_check
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
     CONSTRAINT brokers_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
     CONSTRAINT brokers_license_no_check CHECK (license_no ~ '^[A-Z0-9][A-Z0-9./-]{0,31}$'),
     CONSTRAINT brokers_status_check CHECK (status IN ('active', 'suspended'))
 );
+
+-- A broker's API keys: slk_<key_id>_<secret>. key_id (public, 16 hex digits) finds the row;
+-- only the SHA-256 of the 256-bit secret is stored. Several live keys per broker make
+-- rotation free of downtime; revocation is immediate and final.
+CREATE TABLE broker_keys (
+    key_id      text NOT NULL,
+    broker_id   bigint NOT NULL,
+    secret_hash bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz,
+    CONSTRAINT broker_keys_pkey PRIMARY KEY (key_id),
+    CONSTRAINT broker_keys_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
+    CONSTRAINT broker_keys_key_id_check CHECK (key_id ~ '^[0-9a-f]{16}$'),
+    CONSTRAINT broker_keys_secret_hash_check CHECK (octet_length(secret_hash) = 32),
+    CONSTRAINT broker_keys_revoked_at_check CHECK (revoked_at IS NULL OR revoked_at >= created_at)
+);
+CREATE INDEX broker_keys_broker_id_idx ON broker_keys (broker_id);
 
 CREATE TABLE stocks (
     symbol     text NOT NULL,
@@ -58,15 +135,14 @@ CREATE TABLE stocks (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT stocks_pkey PRIMARY KEY (symbol),
     CONSTRAINT stocks_symbol_check CHECK (symbol ~ '^[A-Z][A-Z0-9.-]{0,9}$'),
-    -- No control characters (0009).
     CONSTRAINT stocks_name_check
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]')
 );
 
--- One row per legal identity that is a broker or owns an account. Both sides of the
--- broker-owned-account rule claim their flag here with INSERT … ON CONFLICT, so two concurrent
--- transactions meet on the same row lock (or on a serialization failure under REPEATABLE READ)
--- instead of each checking the other's table and both succeeding.
+-- Rule 4. One row per legal identity that is a broker or owns an account. Both sides claim
+-- their flag here with INSERT … ON CONFLICT, so two concurrent transactions meet on the same
+-- row lock (or on a serialization failure under REPEATABLE READ) instead of each checking the
+-- other's table and both succeeding.
 CREATE TABLE tax_identities (
     tax_id       text NOT NULL,
     is_broker    boolean NOT NULL DEFAULT false,
@@ -75,7 +151,7 @@ CREATE TABLE tax_identities (
     CONSTRAINT tax_identities_not_broker_and_owner CHECK (NOT (is_broker AND owns_account))
 );
 
--- Trading data: everything keyed and uniquely constrained with account_id (SPEC §1.3) ---------
+-- Per-account tables: keyed and uniquely constrained with account_id (SPEC §1.3) -----------
 
 CREATE TABLE accounts (
     account_id bigint GENERATED ALWAYS AS IDENTITY,
@@ -91,37 +167,35 @@ CREATE TABLE accounts (
 CREATE INDEX accounts_client_id_idx ON accounts (client_id);
 CREATE INDEX accounts_broker_id_idx ON accounts (broker_id);
 
+-- The ledger. No foreign keys: each cost a lookup per row and per key (40% of a batch's time),
+-- and every one of them is checked by the admission triggers under the account's lock anyway
+-- (the account exists and is open, the broker is its broker of record and active, the stock
+-- is listed and active). Rows are only ever appended (rule 2).
 CREATE TABLE trades (
     trade_id        bigint GENERATED ALWAYS AS IDENTITY,
     account_id      bigint NOT NULL,
     broker_id       bigint NOT NULL,
     symbol          text NOT NULL,
-    side            text NOT NULL,
-    quantity        bigint NOT NULL,
-    price           numeric NOT NULL,
+    side            trade_side NOT NULL,
+    quantity        trade_quantity NOT NULL,
+    price           trade_price NOT NULL,
     executed_at     timestamptz NOT NULL,
     seq             bigint NOT NULL,
-    client_order_id text,
+    client_order_id trade_client_order_id,
+    batch_id        bigint,
     -- The ledger's natural key: the n-th execution of an account. Also serves "latest trade of
     -- an account" (a backward index probe) and history pages in seq order.
     CONSTRAINT trades_pkey PRIMARY KEY (account_id, seq),
     -- trade_id leads so that a lookup by trade_id alone uses this index.
     CONSTRAINT trades_trade_id_key UNIQUE (trade_id, account_id),
-    CONSTRAINT trades_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (account_id),
-    CONSTRAINT trades_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
-    CONSTRAINT trades_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
-    CONSTRAINT trades_side_check CHECK (side IN ('buy', 'sell')),
-    CONSTRAINT trades_quantity_check CHECK (quantity BETWEEN 1 AND 1000000000),
-    -- numeric without a typmod on purpose: numeric(16,4) would silently round a fifth decimal
-    -- place away before any check could refuse it.
-    CONSTRAINT trades_price_check CHECK (
-        price > 0 AND price < 1000000000000 AND price = trunc(price, 4)),
-    CONSTRAINT trades_seq_check CHECK (seq >= 1),
-    CONSTRAINT trades_client_order_id_check CHECK (client_order_id ~ '^[\x21-\x7E]{1,64}$')
+    CONSTRAINT trades_seq_check CHECK (seq >= 1)
 );
+COMMENT ON COLUMN trades.batch_id IS 'the all-or-nothing batch this trade was submitted in (trade_batch()); NULL for single trades';
 CREATE UNIQUE INDEX trades_client_order_id_key
     ON trades (account_id, broker_id, client_order_id) WHERE client_order_id IS NOT NULL;
 
+-- Holdings, kept in each trade's transaction (derived data: direct writes are refused), so a
+-- read costs O(positions of one account) however long the history.
 CREATE TABLE positions (
     account_id bigint NOT NULL,
     symbol     text NOT NULL,
@@ -133,7 +207,28 @@ CREATE TABLE positions (
     CONSTRAINT positions_quantity_check CHECK (quantity >= 0)
 );
 
--- The seed's definition of holdings, straight from the ledger.
+-- Idempotency-Key claims, scoped to (broker, account), written by trade_idempotent() in the
+-- trade's own transaction: a replay reads the trade and the position quantity it answered.
+CREATE TABLE idempotency_keys (
+    broker_id         bigint NOT NULL,
+    account_id        bigint NOT NULL,
+    idempotency_key   idempotency_key_text NOT NULL,
+    request_hash      idempotency_request_hash NOT NULL,
+    trade_id          bigint,
+    position_quantity bigint,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (broker_id, account_id, idempotency_key),
+    CONSTRAINT idempotency_keys_trade_fkey
+        FOREIGN KEY (trade_id, account_id) REFERENCES trades (trade_id, account_id)
+);
+
+-- The batch number of trade_batch() (trades.batch_id).
+CREATE SEQUENCE trade_batch_id_seq;
+
+-- Views ------------------------------------------------------------------------------------
+
+-- The seed's definition of holdings, straight from the ledger (verify compares it with
+-- positions).
 CREATE VIEW holds AS
 SELECT account_id, symbol,
        sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
@@ -141,10 +236,15 @@ FROM trades
 GROUP BY account_id, symbol
 HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
 
--- Rule 4: no broker-owned accounts ---------------------------------------------------------
+-- Functions: rule 4, no broker-owned accounts ---------------------------------------------
 
+-- Each side claims its flag on the tax identity's one row: a broker being registered and an
+-- account being opened for the same tax id meet on that row's lock, and the second refuses
+-- (SL007). SECURITY DEFINER: the application may not write tax_identities itself.
 CREATE FUNCTION brokers_claim_tax_identity() RETURNS trigger
-LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
 BEGIN
     INSERT INTO tax_identities AS ti (tax_id, is_broker) VALUES (NEW.tax_id, true)
     ON CONFLICT (tax_id) DO UPDATE SET is_broker = true WHERE NOT ti.owns_account;
@@ -156,11 +256,10 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER brokers_claim_tax_identity AFTER INSERT ON brokers
-    FOR EACH ROW EXECUTE FUNCTION brokers_claim_tax_identity();
-
 CREATE FUNCTION accounts_claim_tax_identity() RETURNS trigger
-LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
 DECLARE
     v_tax_id text;
 BEGIN
@@ -175,40 +274,49 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER accounts_claim_tax_identity AFTER INSERT ON accounts
-    FOR EACH ROW EXECUTE FUNCTION accounts_claim_tax_identity();
+-- Functions: what never changes -----------------------------------------------------------
 
--- Identities and ownership never change: a change would bypass the claims above, and the
--- ledger's history refers to them.
+-- Identities (tax ids, an account's client and broker, a key's secret and broker, a
+-- revocation) never change: a change would bypass the claims above (SL011).
 CREATE FUNCTION refuse_immutable_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql
+    AS $$
 BEGIN
     RAISE EXCEPTION '%.% cannot be changed', TG_TABLE_NAME, TG_ARGV[0]
         USING ERRCODE = 'SL011', COLUMN = TG_ARGV[0];
 END
 $$;
 
-CREATE TRIGGER clients_tax_id_immutable BEFORE UPDATE OF tax_id ON clients
-    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
-    EXECUTE FUNCTION refuse_immutable_change('tax_id');
-CREATE TRIGGER brokers_tax_id_immutable BEFORE UPDATE OF tax_id ON brokers
-    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
-    EXECUTE FUNCTION refuse_immutable_change('tax_id');
-CREATE TRIGGER accounts_client_id_immutable BEFORE UPDATE OF client_id ON accounts
-    FOR EACH ROW WHEN (OLD.client_id IS DISTINCT FROM NEW.client_id)
-    EXECUTE FUNCTION refuse_immutable_change('client_id');
-CREATE TRIGGER accounts_broker_id_immutable BEFORE UPDATE OF broker_id ON accounts
-    FOR EACH ROW WHEN (OLD.broker_id IS DISTINCT FROM NEW.broker_id)
-    EXECUTE FUNCTION refuse_immutable_change('broker_id');
 
--- Rules 1, 3, 5: admitting a trade --------------------------------------------------------
+-- Rule 2: the ledger is append-only (SL008).
+CREATE FUNCTION refuse_ledger_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'trades is an append-only ledger: % is not allowed', TG_OP
+        USING ERRCODE = 'SL008';
+END
+$$;
 
--- Runs for every insert into trades, from trade() or from psql alike. The account row lock is
--- the serialization point of an account: it orders seq and executed_at, and makes the oversell
--- check in trades_apply_to_position atomic with the write. FOR NO KEY UPDATE, not FOR UPDATE,
--- so it does not conflict with the KEY SHARE locks that foreign-key checks take on the row.
+
+-- positions is derived data, written only from the trade triggers (SL010).
+CREATE FUNCTION refuse_position_write() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'positions are derived from trades: % is not allowed; insert a trade instead',
+        TG_OP USING ERRCODE = 'SL010';
+END
+$$;
+
+-- Functions: admitting trades -------------------------------------------------------------
+
+-- Rules 1, 3, 5 and 6 for a single trade (any insert without a batch_id, from trade() or from
+-- psql alike). The account row is locked (FOR NO KEY UPDATE) only after the broker of record
+-- was checked: another broker's account answers as a missing one, even while it is locked.
 CREATE FUNCTION trades_admit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
     v_account_status text;
     v_broker_status  text;
@@ -282,14 +390,13 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER trades_admit BEFORE INSERT ON trades
-    FOR EACH ROW EXECUTE FUNCTION trades_admit();
 
--- AFTER, so it only sees rows that passed every constraint. The account lock taken in
--- trades_admit is still held, and the conditional UPDATE is itself atomic: check and write are
--- one step.
+-- AFTER, so it only sees rows that passed every check; the account lock taken by trades_admit
+-- serialises the position update of one account. A sell is a conditional UPDATE … WHERE
+-- quantity >= q: the last line of defence against an oversell.
 CREATE FUNCTION trades_apply_to_position() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER AS $$
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
     v_held bigint;
 BEGIN
@@ -315,300 +422,22 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER trades_apply_to_position AFTER INSERT ON trades
-    FOR EACH ROW EXECUTE FUNCTION trades_apply_to_position();
 
--- Rule 2: the ledger is append-only -------------------------------------------------------
 
-CREATE FUNCTION refuse_ledger_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'trades is an append-only ledger: % is not allowed', TG_OP
-        USING ERRCODE = 'SL008';
-END
-$$;
+SET default_tablespace = '';
 
--- Statement level catches statements that match no row; row level is the second lock on the
--- door should a statement trigger ever be dropped.
-CREATE TRIGGER trades_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON trades
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
-CREATE TRIGGER trades_append_only_row BEFORE UPDATE OR DELETE ON trades
-    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+SET default_table_access_method = heap;
 
--- positions is derived data: only the trades trigger writes it ------------------------------
 
-CREATE FUNCTION refuse_position_write() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'positions are derived from trades: % is not allowed; insert a trade instead',
-        TG_OP USING ERRCODE = 'SL010';
-END
-$$;
-
--- pg_trigger_depth() is 0 for a statement sent by a client and 1 inside the trades trigger.
-CREATE TRIGGER positions_derived_only BEFORE INSERT OR UPDATE OR DELETE ON positions
-    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_position_write();
-CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_position_write();
-
--- The one-round-trip trade ----------------------------------------------------------------
-
--- Lock, checks, ledger insert and position update all happen in the triggers above; this
--- function only adds the new position to the answer so a caller needs one call.
-CREATE FUNCTION trade(
-    p_account_id      bigint,
-    p_broker_id       bigint,
-    p_symbol          text,
-    p_side            text,
-    p_quantity        bigint,
-    p_price           numeric,
-    p_executed_at     timestamptz DEFAULT NULL,
-    p_client_order_id text DEFAULT NULL
-) RETURNS TABLE (
-    trade_id          bigint,
-    account_id        bigint,
-    broker_id         bigint,
-    symbol            text,
-    side              text,
-    quantity          bigint,
-    price             numeric,
-    executed_at       timestamptz,
-    seq               bigint,
-    client_order_id   text,
-    position_quantity bigint
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    t trades;
-BEGIN
-    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
-                             executed_at, client_order_id)
-    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
-            p_executed_at, p_client_order_id)
-    RETURNING x.* INTO t;
-
-    RETURN QUERY
-    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
-           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, p.quantity
-    FROM positions p
-    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
-END
-$$;
-
--- The application's least-privilege role ------------------------------------------------------
---
--- The application connects as stockledger_app (or a login role granted it), which owns
--- nothing, so it cannot disable triggers, change session_replication_role or drop a rule. It
--- reads what it serves, writes reference data through plain INSERT/UPDATE (the triggers still
--- apply), and trades only through trade(): it has no INSERT on trades and no write at all on
--- positions or tax_identities.
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stockledger_app') THEN
-        CREATE ROLE stockledger_app NOLOGIN;
-    END IF;
-END
-$$;
-
--- Functions that write what the application may not write run as their owner. search_path is
--- pinned (pg_temp last) so that a caller's temporary tables cannot stand in for ours.
--- (trade() is SECURITY DEFINER in its definition above. The trigger functions on trades run
--- as the inserter, under trade()'s or trade_batch()'s pinned search_path: see 0006.)
-ALTER FUNCTION brokers_claim_tax_identity()
-    SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION accounts_claim_tax_identity()
-    SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text)
-    TO stockledger_app;
-
-GRANT USAGE ON SCHEMA public TO stockledger_app;
-GRANT SELECT ON clients, brokers, accounts, stocks, trades, positions, holds TO stockledger_app;
-GRANT INSERT ON clients, brokers, accounts, stocks TO stockledger_app;
-GRANT UPDATE (status) ON accounts, brokers TO stockledger_app;
-GRANT UPDATE (name, active) ON stocks TO stockledger_app;
-
--- Broker API keys (migration 0003) ------------------------------------------------------------
---
--- A key reads slk_<key_id>_<secret>: key_id (public, 16 hex digits) finds the row, the secret
--- (256 random bits) is compared as its SHA-256 digest against secret_hash (broker_of_key(), 0007).
--- A broker may hold several live keys at once, so rotation has no downtime; revocation is
--- one-way.
-
-CREATE TABLE broker_keys (
-    key_id      text NOT NULL,
-    broker_id   bigint NOT NULL,
-    secret_hash bytea NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    revoked_at  timestamptz,
-    CONSTRAINT broker_keys_pkey PRIMARY KEY (key_id),
-    CONSTRAINT broker_keys_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
-    CONSTRAINT broker_keys_key_id_check CHECK (key_id ~ '^[0-9a-f]{16}$'),
-    CONSTRAINT broker_keys_secret_hash_check CHECK (octet_length(secret_hash) = 32),
-    CONSTRAINT broker_keys_revoked_at_check CHECK (revoked_at IS NULL OR revoked_at >= created_at)
-);
-CREATE INDEX broker_keys_broker_id_idx ON broker_keys (broker_id);
-
-CREATE TRIGGER broker_keys_revocation_final BEFORE UPDATE OF revoked_at ON broker_keys
-    FOR EACH ROW WHEN (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at)
-    EXECUTE FUNCTION refuse_immutable_change('revoked_at');
-CREATE TRIGGER broker_keys_secret_immutable BEFORE UPDATE OF secret_hash, broker_id ON broker_keys
-    FOR EACH ROW EXECUTE FUNCTION refuse_immutable_change('secret_hash');
-
-GRANT SELECT, INSERT ON broker_keys TO stockledger_app;
-GRANT UPDATE (revoked_at) ON broker_keys TO stockledger_app;
-
--- 0004: idempotent trades (SPEC §2.5).
---
--- A key is scoped to (broker, account). trade_idempotent() claims the key with an INSERT
--- before it trades, in the same transaction, so the unique index is the arbiter:
---   * the first request inserts the claim, trades, and records the trade on the claim;
---   * a concurrent duplicate blocks on the claim until the first commits, then replays it
---     (or, if the first was rejected and rolled back, takes the claim and trades itself);
---   * a rejected trade rolls its claim back with it, so 4xx answers store nothing.
--- SL012: the key was used before for a different request.
-
-CREATE TABLE idempotency_keys (
-    broker_id         bigint NOT NULL,
-    account_id        bigint NOT NULL,
-    idempotency_key   text NOT NULL,
-    request_hash      bytea NOT NULL,
-    -- NULL only inside the claiming transaction, between the claim and the trade.
-    trade_id          bigint,
-    -- The position right after the trade, so a replay answers exactly what the first did.
-    position_quantity bigint,
-    created_at        timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (broker_id, account_id, idempotency_key),
-    CONSTRAINT idempotency_keys_trade_fkey FOREIGN KEY (trade_id, account_id)
-        REFERENCES trades (trade_id, account_id),
-    CONSTRAINT idempotency_keys_key_check CHECK (idempotency_key ~ '^[\x21-\x7E]{1,255}$'),
-    CONSTRAINT idempotency_keys_request_hash_check CHECK (octet_length(request_hash) = 32)
-);
-
-CREATE FUNCTION trade_idempotent(
-    p_idempotency_key text,
-    p_request_hash    bytea,
-    p_account_id      bigint,
-    p_broker_id       bigint,
-    p_symbol          text,
-    p_side            text,
-    p_quantity        bigint,
-    p_price           numeric,
-    p_executed_at     timestamptz DEFAULT NULL,
-    p_client_order_id text DEFAULT NULL
-) RETURNS TABLE (
-    trade_id          bigint,
-    account_id        bigint,
-    broker_id         bigint,
-    symbol            text,
-    side              text,
-    quantity          bigint,
-    price             numeric,
-    executed_at       timestamptz,
-    seq               bigint,
-    client_order_id   text,
-    position_quantity bigint,
-    replayed          boolean
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    claim  idempotency_keys;
-    t      trades;
-    v_held bigint;
-BEGIN
-    INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash)
-    VALUES (p_broker_id, p_account_id, p_idempotency_key, p_request_hash)
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
-
-    IF NOT FOUND THEN
-        -- Claimed by a committed request (a concurrent one was waited for by the INSERT).
-        SELECT * INTO claim FROM idempotency_keys k
-        WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
-          AND k.idempotency_key = p_idempotency_key;
-        IF claim.request_hash <> p_request_hash THEN
-            RAISE EXCEPTION 'idempotency key % was used for a different request',
-                p_idempotency_key USING ERRCODE = 'SL012';
-        END IF;
-        RETURN QUERY
-        SELECT x.trade_id, x.account_id, x.broker_id, x.symbol, x.side::text, x.quantity::bigint,
-               x.price::numeric, x.executed_at, x.seq, x.client_order_id::text,
-               claim.position_quantity, true
-        FROM trades x
-        WHERE x.trade_id = claim.trade_id AND x.account_id = claim.account_id;
-        RETURN;
-    END IF;
-
-    -- What trade() does, without a second SECURITY DEFINER call: the triggers check and
-    -- write the position; the position is read back for the answer and the claim.
-    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
-                             executed_at, client_order_id)
-    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
-            p_executed_at, p_client_order_id)
-    RETURNING x.* INTO t;
-    SELECT p.quantity INTO v_held FROM positions p
-    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
-
-    UPDATE idempotency_keys k
-    SET trade_id = t.trade_id, position_quantity = v_held
-    WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
-      AND k.idempotency_key = p_idempotency_key;
-
-    RETURN QUERY
-    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
-           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, v_held, false;
-END
-$$;
-
--- The application calls the function; it neither reads nor writes the claims directly.
-REVOKE EXECUTE ON FUNCTION trade_idempotent(text, bytea, bigint, bigint, text, text, bigint,
-    numeric, timestamptz, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION trade_idempotent(text, bytea, bigint, bigint, text, text, bigint,
-    numeric, timestamptz, text) TO stockledger_app;
-
--- 0005: all-or-nothing batches of trades, checked set-wise.
---
--- A single trade goes through the row triggers (trades_admit, trades_apply_to_position): lock,
--- check, assign seq, update the position, one row at a time. For a batch that costs a trigger
--- call, a lookup and an UPDATE of the same position row per trade. Rows that carry a batch_id
--- skip the row triggers (WHEN batch_id IS NULL) and are checked instead by one statement-level
--- trigger over the transition table: every rule of trades_admit and trades_apply_to_position,
--- each as one set-wise query (window functions over the batch in seq order), then one position
--- write per (account, symbol). Whoever inserts -- trade_batch() or psql -- one of the two paths
--- checks every row; none skips both.
---
--- The first failing trade (lowest index in the batch) rejects the whole statement with that
--- rule's SQLSTATE and DETAIL {"batch_index": i}; nothing is written.
-
-CREATE SEQUENCE trade_batch_id_seq;
-
--- The foreign keys of trades cost a lookup per row and per key (40% of a batch's time), and
--- they are implied: both paths refuse a trade whose account, broker or stock is missing
--- (SL009, SL004/SL005, SL006), and nothing a trade references can be deleted afterwards,
--- because every trade leaves a positions row (whose foreign keys still hold its account and
--- stock; positions rows are never deleted) and its broker is the account's broker of record
--- (accounts.broker_id: a foreign key, and immutable).
-ALTER TABLE trades
-    DROP CONSTRAINT trades_account_id_fkey,
-    DROP CONSTRAINT trades_broker_id_fkey,
-    DROP CONSTRAINT trades_symbol_fkey;
-
-ALTER TABLE trades ADD COLUMN batch_id bigint;
-COMMENT ON COLUMN trades.batch_id IS
-    'the all-or-nothing batch this trade was submitted in (trade_batch()); NULL for single trades';
-
-DROP TRIGGER trades_admit ON trades;
-CREATE TRIGGER trades_admit BEFORE INSERT ON trades
-    FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_admit();
-DROP TRIGGER trades_apply_to_position ON trades;
-CREATE TRIGGER trades_apply_to_position AFTER INSERT ON trades
-    FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_apply_to_position();
-
+-- The same rules for an insert carrying a batch_id (trade_batch(), or psql), over the
+-- statement's transition table: first as a few aggregates that prove most batches valid
+-- without ordering them, and where they cannot (a broken rule, times of the batch's own,
+-- shares sold that the batch bought first) as window functions over the batch in order, which
+-- also name the first failing trade (its batch_index in the error's detail); then one
+-- positions write per account and symbol.
 CREATE FUNCTION trades_admit_batch() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER AS $$
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
     v record;
 BEGIN
@@ -775,38 +604,163 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER trades_admit_batch AFTER INSERT ON trades
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION trades_admit_batch();
+-- Functions: what the application calls ---------------------------------------------------
 
--- The batch call: one round trip for up to thousands of trades of one broker. Parallel arrays
--- (one element per trade, in order) are the cheapest way to pass a set to a function. It locks
--- the accounts, assigns seq and executed_at in batch order, and inserts; the statement
--- trigger above checks every rule (so the lowest failing index wins, whatever the rule) and
--- writes the positions.
-CREATE FUNCTION trade_batch(
-    p_broker_id        bigint,
-    p_account_ids      bigint[],
-    p_symbols          text[],
-    p_sides            text[],
-    p_quantities       bigint[],
-    p_prices           numeric[],
-    p_executed_ats     timestamptz[] DEFAULT NULL,
-    p_client_order_ids text[] DEFAULT NULL
-) RETURNS TABLE (
-    trade_id        bigint,
-    account_id      bigint,
-    broker_id       bigint,
-    symbol          text,
-    side            text,
-    quantity        bigint,
-    price           numeric,
-    executed_at     timestamptz,
-    seq             bigint,
+-- One trade, one round trip: the insert fires the triggers above, and the row comes back with
+-- the account's position after it.
+CREATE FUNCTION trade(
+    p_account_id bigint,
+    p_broker_id bigint,
+    p_symbol text,
+    p_side text,
+    p_quantity bigint,
+    p_price numeric,
+    p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
+    p_client_order_id text DEFAULT NULL::text
+) RETURNS TABLE(
+    trade_id bigint,
+    account_id bigint,
+    broker_id bigint,
+    symbol text,
+    side text,
+    quantity bigint,
+    price numeric,
+    executed_at timestamp with time zone,
+    seq bigint,
     client_order_id text,
-    batch_id        bigint
+    position_quantity bigint
 )
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    t trades;
+BEGIN
+    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
+                             executed_at, client_order_id)
+    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
+            p_executed_at, p_client_order_id)
+    RETURNING x.* INTO t;
+
+    RETURN QUERY
+    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
+           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, p.quantity
+    FROM positions p
+    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
+END
+$$;
+
+
+-- A trade under an Idempotency-Key: the claim is stored in the trade's own transaction; a
+-- retry of the same request (same hash) answers the stored trade again (replayed), another
+-- request under the same key is refused (SL012), a concurrent duplicate waits and replays.
+CREATE FUNCTION trade_idempotent(
+    p_idempotency_key text,
+    p_request_hash bytea,
+    p_account_id bigint,
+    p_broker_id bigint,
+    p_symbol text,
+    p_side text,
+    p_quantity bigint,
+    p_price numeric,
+    p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
+    p_client_order_id text DEFAULT NULL::text
+) RETURNS TABLE(
+    trade_id bigint,
+    account_id bigint,
+    broker_id bigint,
+    symbol text,
+    side text,
+    quantity bigint,
+    price numeric,
+    executed_at timestamp with time zone,
+    seq bigint,
+    client_order_id text,
+    position_quantity bigint,
+    replayed boolean
+)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    claim  idempotency_keys;
+    t      trades;
+    v_held bigint;
+BEGIN
+    INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash)
+    VALUES (p_broker_id, p_account_id, p_idempotency_key, p_request_hash)
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+
+    IF NOT FOUND THEN
+        -- Claimed by a committed request (a concurrent one was waited for by the INSERT).
+        SELECT * INTO claim FROM idempotency_keys k
+        WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
+          AND k.idempotency_key = p_idempotency_key;
+        IF claim.request_hash <> p_request_hash THEN
+            RAISE EXCEPTION 'idempotency key % was used for a different request',
+                p_idempotency_key USING ERRCODE = 'SL012';
+        END IF;
+        RETURN QUERY
+        SELECT x.trade_id, x.account_id, x.broker_id, x.symbol, x.side::text, x.quantity::bigint,
+               x.price::numeric, x.executed_at, x.seq, x.client_order_id::text,
+               claim.position_quantity, true
+        FROM trades x
+        WHERE x.trade_id = claim.trade_id AND x.account_id = claim.account_id;
+        RETURN;
+    END IF;
+
+    -- What trade() does, without a second SECURITY DEFINER call: the triggers check and
+    -- write the position; the position is read back for the answer and the claim.
+    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
+                             executed_at, client_order_id)
+    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
+            p_executed_at, p_client_order_id)
+    RETURNING x.* INTO t;
+    SELECT p.quantity INTO v_held FROM positions p
+    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
+
+    UPDATE idempotency_keys k
+    SET trade_id = t.trade_id, position_quantity = v_held
+    WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
+      AND k.idempotency_key = p_idempotency_key;
+
+    RETURN QUERY
+    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
+           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, v_held, false;
+END
+$$;
+
+
+-- Up to thousands of trades of one broker, all or nothing, in one round trip. The caller's
+-- accounts only are locked, in account order (no deadlock between batches); an account of
+-- another broker refuses the batch before any lock (SL004/SL009).
+CREATE FUNCTION trade_batch(
+    p_broker_id bigint,
+    p_account_ids bigint[],
+    p_symbols text[],
+    p_sides text[],
+    p_quantities bigint[],
+    p_prices numeric[],
+    p_executed_ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[],
+    p_client_order_ids text[] DEFAULT NULL::text[]
+) RETURNS TABLE(
+    trade_id bigint,
+    account_id bigint,
+    broker_id bigint,
+    symbol text,
+    side text,
+    quantity bigint,
+    price numeric,
+    executed_at timestamp with time zone,
+    seq bigint,
+    client_order_id text,
+    batch_id bigint
+)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
 #variable_conflict use_column
 DECLARE
     n       integer := coalesce(cardinality(p_account_ids), 0);
@@ -880,90 +834,12 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION trades_admit_batch() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[],
-    timestamptz[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[],
-    timestamptz[], text[]) TO stockledger_app;
 
--- 0006: cheaper trades. Each change was measured with `stockledger bench` and pgbench on this
--- project's machines (docs/benchmarks.md); none changes what is accepted or refused.
---
--- 1. The value rules of a trade become domains. A table's CHECK constraints are read back from
---    the catalog and compiled again for every INSERT statement (18% of a single trade's CPU);
---    a domain's constraints are loaded once per session. The constraint names, the SQLSTATE
---    (23514) and so the API errors stay the same; the values are now checked when they are
---    cast to the column types, before the row triggers run. (Changing a column's type to a
---    domain rewrites trades once.)
--- 2. The trigger functions on trades run as the inserter. Only the owner inserts into trades:
---    the application role reaches it through trade() and trade_batch(), which run as the
---    owner; a role that is granted INSERT on trades but cannot write positions is refused.
---    SECURITY DEFINER with a pinned search_path cost a settings save and restore per call
---    (7% of a trade). Inserted through trade(), the triggers see its pinned search_path.
--- 3. A buy updates its position and inserts one only when there is none: the account is
---    locked, so none can appear in between, and INSERT … ON CONFLICT costs a speculative
---    insertion every time.
--- 4. The batch trigger first tries the rules as a few aggregates (per account, per symbol, per
---    position). They prove most batches valid without ordering the batch; only a batch they
---    cannot prove valid (it breaks a rule, carries its own increasing timestamps, or sells
---    shares it bought earlier in the batch) pays for the exact check in batch order, which
---    also names the first failing trade.
-
-DROP VIEW holds;
-
-CREATE DOMAIN trade_side AS text
-    CONSTRAINT trades_side_check CHECK (VALUE IN ('buy', 'sell'));
-CREATE DOMAIN trade_quantity AS bigint
-    CONSTRAINT trades_quantity_check CHECK (VALUE BETWEEN 1 AND 1000000000);
--- numeric without a typmod on purpose: numeric(16,4) would silently round a fifth decimal
--- place away before any check could refuse it.
-CREATE DOMAIN trade_price AS numeric
-    CONSTRAINT trades_price_check CHECK (
-        VALUE > 0 AND VALUE < 1000000000000 AND VALUE = trunc(VALUE, 4));
--- (In the form 0008 gives it: a length bound and an unbounded repetition.)
-CREATE DOMAIN trade_client_order_id AS text
-    CONSTRAINT trades_client_order_id_check
-    CHECK (octet_length(VALUE) BETWEEN 1 AND 64 AND VALUE ~ '^[\x21-\x7E]+$');
-
-ALTER TABLE trades
-    DROP CONSTRAINT trades_side_check,
-    DROP CONSTRAINT trades_quantity_check,
-    DROP CONSTRAINT trades_price_check,
-    DROP CONSTRAINT trades_client_order_id_check,
-    ALTER COLUMN side TYPE trade_side,
-    ALTER COLUMN quantity TYPE trade_quantity,
-    ALTER COLUMN price TYPE trade_price,
-    ALTER COLUMN client_order_id TYPE trade_client_order_id;
-
--- The seed's definition of holdings, straight from the ledger (as in 0001).
-CREATE VIEW holds AS
-SELECT account_id, symbol,
-       sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
-FROM trades
-GROUP BY account_id, symbol
-HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
-GRANT SELECT ON holds TO stockledger_app;
-
--- trade(), trade_idempotent(), trade_batch(), trades_apply_to_position() and
--- trades_admit_batch() appear above in the form 0006 gives them (the migration replaces them):
--- casts to the base types where they return trades' columns, the trigger functions as
--- SECURITY INVOKER, the aggregate pre-check and MERGE in the batch trigger.
-
--- 0007: the API key check as a function, so that a trade can carry its own authentication.
---
--- broker_of_key() answers which broker a live key belongs to, or refuses it with the reason:
--- SL013 (unknown key, wrong secret, revoked key: 401 unauthenticated) or SL005 (the broker is
--- not active: 403 forbidden, as the trades trigger says it). The API authenticates every
--- request with it, and the trade routes call it in the same statement as the trade
--- (FROM broker_of_key(…) CROSS JOIN LATERAL trade(…)): the trade runs only for the broker it
--- returns, after it returned, and one round trip does both.
---
--- The secret is compared as its SHA-256 digest. Comparing digests with = can reveal how many
--- leading bytes of the stored digest a guess's digest matches, which does not help find a
--- secret whose digest matches more (SHA-256 is preimage resistant); key_id is public.
-
+-- The broker of a live API key, or SL013 (unknown key, wrong secret, revoked) or SL005
+-- (suspended broker). The digest is compared in constant time over its bytes.
 CREATE FUNCTION broker_of_key(p_key_id text, p_secret_hash bytea) RETURNS bigint
-LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+    LANGUAGE plpgsql STABLE
+    AS $$
 DECLARE
     k record;
 BEGIN
@@ -983,37 +859,72 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION broker_of_key(text, bytea) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION broker_of_key(text, bytea) TO stockledger_app;
+-- Triggers --------------------------------------------------------------------------------
 
--- 0008: cheaper idempotent trades. The same requests are accepted and refused as before; each
--- change was measured with pgbench (prepared statements, as the application sends them) on
--- copies of one database (docs/benchmarks.md).
---
--- 1. An idempotency key was checked with '^[\x21-\x7E]{1,255}$', a client_order_id with
---    '{1,64}'. PostgreSQL's regex engine unrolls a bounded repetition into that many states
---    and builds its DFA lazily for every statement: matching the key was a quarter of an
---    idempotent trade's CPU, and ran twice (a table CHECK is checked again on UPDATE). The
---    same rule as a length bound and an unbounded repetition needs three states. (The
---    characters allowed are one byte each, so octet_length is the length in characters.)
--- 2. The claim's checks become domains, as 0006 did for trades: a table's CHECKs are
---    compiled for every INSERT and UPDATE statement, a domain's once per session, and the
---    claim's UPDATE does not assign the key or the hash, so it no longer checks them. The
---    constraint names stay, so does the SQLSTATE (23514).
--- 3. trade_idempotent() inserts its trade itself instead of calling trade(), which, as a
---    SECURITY DEFINER function with its own search_path, saved and restored the settings
---    once more per trade. The triggers on trades still check everything.
+CREATE TRIGGER brokers_claim_tax_identity AFTER INSERT ON brokers
+    FOR EACH ROW EXECUTE FUNCTION brokers_claim_tax_identity();
+CREATE TRIGGER accounts_claim_tax_identity AFTER INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_claim_tax_identity();
 
-CREATE DOMAIN idempotency_key_text AS text
-    CONSTRAINT idempotency_keys_key_check
-    CHECK (octet_length(VALUE) BETWEEN 1 AND 255 AND VALUE ~ '^[\x21-\x7E]+$');
-CREATE DOMAIN idempotency_request_hash AS bytea
-    CONSTRAINT idempotency_keys_request_hash_check CHECK (octet_length(VALUE) = 32);
+CREATE TRIGGER clients_tax_id_immutable BEFORE UPDATE OF tax_id ON clients
+    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
+    EXECUTE FUNCTION refuse_immutable_change('tax_id');
+CREATE TRIGGER brokers_tax_id_immutable BEFORE UPDATE OF tax_id ON brokers
+    FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
+    EXECUTE FUNCTION refuse_immutable_change('tax_id');
+CREATE TRIGGER accounts_client_id_immutable BEFORE UPDATE OF client_id ON accounts
+    FOR EACH ROW WHEN (OLD.client_id IS DISTINCT FROM NEW.client_id)
+    EXECUTE FUNCTION refuse_immutable_change('client_id');
+CREATE TRIGGER accounts_broker_id_immutable BEFORE UPDATE OF broker_id ON accounts
+    FOR EACH ROW WHEN (OLD.broker_id IS DISTINCT FROM NEW.broker_id)
+    EXECUTE FUNCTION refuse_immutable_change('broker_id');
+CREATE TRIGGER broker_keys_secret_immutable BEFORE UPDATE OF secret_hash, broker_id ON broker_keys
+    FOR EACH ROW EXECUTE FUNCTION refuse_immutable_change('secret_hash');
+CREATE TRIGGER broker_keys_revocation_final BEFORE UPDATE OF revoked_at ON broker_keys
+    FOR EACH ROW WHEN (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at)
+    EXECUTE FUNCTION refuse_immutable_change('revoked_at');
 
-ALTER TABLE idempotency_keys
-    DROP CONSTRAINT idempotency_keys_key_check,
-    DROP CONSTRAINT idempotency_keys_request_hash_check,
-    ALTER COLUMN idempotency_key TYPE idempotency_key_text,
-    ALTER COLUMN request_hash TYPE idempotency_request_hash;
+-- Single trades row by row; batches (batch_id set) once per statement.
+CREATE TRIGGER trades_admit BEFORE INSERT ON trades
+    FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_admit();
+CREATE TRIGGER trades_apply_to_position AFTER INSERT ON trades
+    FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_apply_to_position();
+CREATE TRIGGER trades_admit_batch AFTER INSERT ON trades
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION trades_admit_batch();
 
--- trade_client_order_id and trade_idempotent() appear above in the form 0008 gives them.
+-- Statement level catches statements that match no row; row level is the second lock on the
+-- door (and names the row).
+CREATE TRIGGER trades_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON trades
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+CREATE TRIGGER trades_append_only_row BEFORE UPDATE OR DELETE ON trades
+    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+
+-- pg_trigger_depth() = 0: a write from outside any trigger, i.e. not from the trade triggers.
+CREATE TRIGGER positions_derived_only BEFORE INSERT OR UPDATE OR DELETE ON positions
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_position_write();
+CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_position_write();
+
+-- Grants ----------------------------------------------------------------------------------
+
+-- Functions are executable by PUBLIC by default; the application may call only these four.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text),
+    trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, text),
+    trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[], timestamptz[], text[]),
+    broker_of_key(text, bytea)
+    TO stockledger_app;
+
+-- It reads what it serves and writes reference data with plain INSERT and UPDATE (the
+-- triggers still apply); it has no write on trades, positions, tax_identities or
+-- idempotency_keys: trades only through the functions above. (Migration 0002 also grants it
+-- SELECT on schema_migrations, which migrate() creates, for /readyz.)
+GRANT USAGE ON SCHEMA public TO stockledger_app;
+GRANT SELECT ON clients, brokers, broker_keys, accounts, stocks, trades, positions, holds
+    TO stockledger_app;
+GRANT INSERT ON clients, brokers, broker_keys, accounts, stocks TO stockledger_app;
+GRANT UPDATE (status) ON accounts, brokers TO stockledger_app;
+GRANT UPDATE (name, active) ON stocks TO stockledger_app;
+GRANT UPDATE (revoked_at) ON broker_keys TO stockledger_app;

@@ -1,0 +1,1 @@
+"""Proving the books: every ledger invariant, checked in one snapshot (`stockledger verify`)."""

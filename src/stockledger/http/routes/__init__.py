@@ -1,0 +1,2 @@
+"""One blueprint per resource: the seed's endpoints, accounts, trades, administration,
+operations."""

@@ -1,0 +1,60 @@
+"""Accounts as a broker (or the operator) sees them: the account, owner, holdings, history."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
+
+from stockledger.http.context import admin_only, caller, connection, protect
+from stockledger.http.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
+from stockledger.http.params import AccountPath
+from stockledger.http.responses import Account, AccountHoldings, AccountOwner, TradePage
+from stockledger.registry import accounts, records
+from stockledger.registry.requests import AccountStatusChange
+from stockledger.trading import history, positions
+from stockledger.trading.requests import TradePageQuery
+
+TAG = Tag(name="accounts", description="A broker sees only the accounts it is broker of record of")
+blueprint = APIBlueprint(
+    "accounts", __name__, abp_tags=[TAG], abp_security=SECURITY, abp_responses=ACCOUNT_SCOPED
+)
+protect(blueprint)
+
+
+@blueprint.get("/v1/accounts/<int:account_id>", responses={200: Account})
+def get_account(path: AccountPath) -> Response:
+    """One account"""
+    return jsonify(accounts.account(connection(), path.account_id, caller().broker_id))
+
+
+@blueprint.get("/v1/accounts/<int:account_id>/owner", responses={200: AccountOwner})
+def get_owner(path: AccountPath) -> Response:
+    """The client who owns the account"""
+    return jsonify(accounts.owner(connection(), path.account_id, caller().broker_id))
+
+
+@blueprint.get("/v1/accounts/<int:account_id>/holdings", responses={200: AccountHoldings})
+def get_holdings(path: AccountPath) -> Response:
+    """Current holdings, in real time, sorted by symbol"""
+    return jsonify(positions.holdings(connection(), path.account_id, caller().broker_id))
+
+
+@blueprint.get("/v1/accounts/<int:account_id>/trades", responses={200: TradePage})
+def get_trades(path: AccountPath, query: TradePageQuery) -> Response:
+    """The account's trade history, oldest first, one page at a time
+
+    Keyset pagination on seq: pass next_cursor back as cursor until it is null. The cursor
+    keeps the filters of the first page (repeating them is allowed, changing them is a 422).
+    Trades executed during the walk appear at its end; none is skipped or shown twice.
+    client_order_id looks one trade up.
+    """
+    page = history.trade_page(connection(), path.account_id, caller().broker_id, query)
+    return jsonify(page)
+
+
+@blueprint.patch("/v1/accounts/<int:account_id>", responses={200: Account, **WITH_BODY})
+@admin_only
+def patch_account(path: AccountPath, body: AccountStatusChange) -> Response:
+    """Freeze, close or reopen an account"""
+    return jsonify(records.set_account_status(connection(), path.account_id, body))

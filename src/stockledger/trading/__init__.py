@@ -1,0 +1,1 @@
+"""Trading: single trades, idempotent trades, batches, positions and history."""

@@ -1,0 +1,23 @@
+"""What "the same request" means for an Idempotency-Key (the key itself is stored by
+trade_idempotent(), in the trade's own transaction: sql/schema.sql)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC
+
+from stockledger.trading.requests import TradeRequest
+
+
+def request_fingerprint(request: TradeRequest) -> bytes:
+    """What "the same request" means for an idempotency key: the same validated trade.
+
+    Hashing the parsed request rather than the raw bytes makes "187.25" and 187.25, key order
+    and whitespace, or one instant written with two offsets, the same request.
+    """
+    canonical = request.model_dump(mode="json")
+    if request.executed_at is not None:
+        canonical["executed_at"] = request.executed_at.astimezone(UTC).isoformat()
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()

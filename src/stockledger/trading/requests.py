@@ -1,0 +1,72 @@
+"""What a trade request and a history query look like, before the database sees them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+from stockledger.fields import (
+    ClientOrderId,
+    ExecutedAt,
+    Id,
+    Price,
+    Quantity,
+    RequestPartModel,
+    Symbol,
+    parse_query_id,
+)
+
+
+class TradeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: Id
+    # Optional over HTTP, where the caller's key names the broker; required by the database.
+    broker_id: Id | None = None
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    quantity: Quantity
+    price: Price
+    executed_at: ExecutedAt | None = None
+    client_order_id: ClientOrderId | None = None
+
+
+MAX_BATCH = 1000
+
+
+class TradeBatchRequest(BaseModel):
+    """Up to 1,000 trades of the calling broker, executed all or nothing, in this order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trades: list[TradeRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+MAX_PAGE = 1000
+QueryLimit = Annotated[int, BeforeValidator(parse_query_id), Strict(), Field(ge=1, le=MAX_PAGE)]
+Cursor = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_-]{1,512}$")]
+
+
+QueryTime = ExecutedAt  # the same RFC 3339 text, in a query string
+
+
+class TradeFilters(RequestPartModel):
+    """The filters of a trade history; a cursor carries them from page to page."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbol: Symbol | None = None
+    side: Literal["buy", "sell"] | None = None
+    since: QueryTime | None = Field(default=None, description="executed_at at or after (RFC 3339)")
+    until: QueryTime | None = Field(
+        default=None, description="executed_at strictly before (RFC 3339)"
+    )
+    client_order_id: ClientOrderId | None = Field(default=None, description="look one trade up")
+
+
+class TradePageQuery(TradeFilters):
+    limit: QueryLimit = Field(100, description=f"page size, at most {MAX_PAGE}")
+    cursor: Cursor | None = Field(
+        None, description="next_cursor of the previous page; it keeps that page's filters"
+    )

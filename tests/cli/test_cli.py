@@ -1,0 +1,283 @@
+"""The `stockledger` command against the test database (DATABASE_URL)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from stockledger.cli import main
+from stockledger.config import MIN_ADMIN_TOKEN_LENGTH, Settings
+from stockledger.db import migrations
+from tests.support import World, scalar
+
+
+def ok_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return json.loads(result.stdout)
+
+
+def test_every_command_has_help(cli: Any) -> None:
+    for command in (
+        [],
+        ["serve"],
+        ["demo"],
+        ["migrate"],
+        ["client", "add"],
+        ["broker", "add"],
+        ["account", "open"],
+        ["stock", "add"],
+        ["trade"],
+        ["holdings"],
+        ["verify"],
+        ["db-url"],
+        ["db-stop"],
+    ):
+        result = cli(*command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.stdout, command
+
+
+def test_a_whole_session_with_json_ids(cli: Any) -> None:
+    client = ok_json(
+        cli(
+            "client",
+            "add",
+            "--name",
+            "Ada",
+            "--tax-id",
+            "us-123 45",
+            "--email",
+            "ada@example.com",
+            "--json",
+        )
+    )
+    assert client["client_id"] >= 1 and client["tax_id"] == "US12345"
+    broker = ok_json(
+        cli(
+            "broker", "add", "--name", "Northwind", "--tax-id", "NW1", "--license", "NW-1", "--json"
+        )
+    )
+    assert broker["broker_id"] >= 1 and broker["status"] == "active"
+    ok_json(cli("stock", "add", "AAPL", "--name", "Apple", "--json"))
+    account = ok_json(
+        cli(
+            "account",
+            "open",
+            "--client",
+            str(client["client_id"]),
+            "--broker",
+            str(broker["broker_id"]),
+            "--json",
+        )
+    )
+    assert account["account_id"] >= 1 and account["status"] == "open"
+    common = [
+        "--account",
+        str(account["account_id"]),
+        "--broker",
+        str(broker["broker_id"]),
+        "--symbol",
+        "AAPL",
+    ]
+    bought = ok_json(
+        cli("trade", *common, "--side", "buy", "--quantity", "10", "--price", "187.25", "--json")
+    )
+    assert bought["trade"]["trade_id"] >= 1 and bought["trade"]["price"] == "187.2500"
+    assert bought["position"] == {"symbol": "AAPL", "quantity": 10}
+    human = cli("trade", *common, "--side", "sell", "--quantity", "4", "--price", "190")
+    assert human.exit_code == 0 and "position now 6" in human.stdout
+    assert ok_json(cli("holdings", "--account", str(account["account_id"]), "--json"))[
+        "holdings"
+    ] == [{"symbol": "AAPL", "quantity": 6}]
+    table = cli("holdings", "--account", str(account["account_id"]))
+    assert "AAPL" in table.stdout and "6" in table.stdout
+    assert ok_json(cli("verify", "--json"))["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--side", "sell", "--quantity", "101"], "insufficient_holdings"),
+        (["--side", "buy", "--quantity", "0"], "invalid_request"),
+        (["--side", "buy", "--quantity", "1", "--price", "1.23456"], "invalid_request"),
+        (["--side", "buy", "--quantity", "1", "--symbol", "OLD"], "stock_not_tradable"),
+        (
+            ["--side", "buy", "--quantity", "1", "--executed-at", "2001-01-01T00:00:00Z"],
+            "out_of_order",
+        ),
+    ],
+)
+def test_trade_errors_are_one_line_and_non_zero(
+    cli: Any, world: World, args: list[str], code: str
+) -> None:
+    base = {
+        "--account": str(world.account),
+        "--broker": str(world.broker_a),
+        "--symbol": "AAPL",
+        "--price": "10",
+    }
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    result = cli("trade", *[x for pair in base.items() for x in pair])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {code}:"), result.stderr
+
+
+def test_broker_owned_account_refused_by_cli(cli: Any) -> None:
+    ok_json(cli("broker", "add", "--name", "B", "--tax-id", "SAME1", "--license", "L-1", "--json"))
+    client = ok_json(cli("client", "add", "--name", "C", "--tax-id", "same1", "--json"))
+    result = cli("account", "open", "--client", str(client["client_id"]), "--broker", "1")
+    assert result.exit_code == 1 and "broker_owned_account" in result.stderr
+
+
+def test_migrate_reports_the_schema_version(cli: Any) -> None:
+    assert ok_json(cli("migrate", "--json")) == {"schema_version": migrations.latest_version()}
+
+
+def test_verify_passes_on_a_healthy_ledger(cli: Any, world: World) -> None:
+    result = cli("verify")
+    assert result.exit_code == 0
+    assert result.stdout.count("ok ") == 7
+
+
+REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, as a bug might
+
+
+@pytest.mark.parametrize(
+    ("corruption", "invariant"),
+    [
+        ([REPLICA, "UPDATE positions SET quantity = quantity + 1"], "positions_match_holds"),
+        ([REPLICA, "DELETE FROM positions"], "positions_match_holds"),
+        (
+            [
+                "ALTER TABLE positions DROP CONSTRAINT positions_quantity_check",
+                REPLICA,
+                "UPDATE positions SET quantity = -5",
+            ],
+            "no_negative_position",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
+                "SELECT account_id, broker_id, symbol, side, quantity, price, executed_at, seq + 5 FROM trades LIMIT 1",
+            ],
+            "seq_gapless",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
+                "SELECT account_id, broker_id, symbol, 'buy', 1, price, '2000-01-01', seq + 1 FROM trades LIMIT 1",
+            ],
+            "executed_at_ordered",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
+                "SELECT account_id, broker_id, symbol, 'sell', 1000, price, now(), seq + 1 FROM trades LIMIT 1",
+            ],
+            "no_oversell_in_history",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO brokers (name, tax_id, license_no) SELECT 'Owner as broker', tax_id, 'X-1' "
+                "FROM clients c WHERE EXISTS (SELECT FROM accounts a WHERE a.client_id = c.client_id) LIMIT 1",
+            ],
+            "no_broker_owned_account",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
+                "SELECT t.account_id, b.broker_id, t.symbol, 'buy', 1, t.price, now(), t.seq + 1 "
+                "FROM trades t, brokers b WHERE b.broker_id <> t.broker_id LIMIT 1",
+            ],
+            "trades_by_broker_of_record",
+        ),
+    ],
+)
+def test_verify_fails_naming_the_broken_invariant(
+    cli: Any,
+    superuser_conn: psycopg.Connection[Any],
+    world: World,
+    corruption: list[str],
+    invariant: str,
+) -> None:
+    conn = superuser_conn
+    for statement in corruption:
+        conn.execute(statement)
+    conn.execute("SET session_replication_role = origin")
+    result = cli("verify")
+    assert result.exit_code == 1
+    assert f"FAIL  {invariant}" in result.stdout
+    assert invariant in result.stderr
+    report = json.loads(cli("verify", "--json").stdout)
+    assert {i["name"] for i in report["invariants"] if not i["holds"]} >= {invariant}
+
+
+def test_db_url_prints_the_database_in_use(cli: Any, db_url: str) -> None:
+    result = cli("db-url")
+    assert result.exit_code == 0 and result.stdout.strip() == db_url
+
+
+def test_migrate_an_external_database_and_refuse_a_stale_one(pg_server: Any) -> None:
+    import uuid
+
+    name = f"sl_cli_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create_database(name)
+    try:
+        runner = CliRunner()
+        stale = runner.invoke(main, ["holdings", "--account", "1"], env={"DATABASE_URL": url})
+        assert stale.exit_code == 1 and "stockledger migrate" in stale.stderr
+        first = runner.invoke(main, ["migrate", "--json"], env={"DATABASE_URL": url})
+        assert first.exit_code == 0 and "applied migration 0001_ledger" in first.stderr
+        assert json.loads(first.stdout) == {"schema_version": migrations.latest_version()}
+        again = runner.invoke(main, ["migrate"], env={"DATABASE_URL": url})
+        assert again.exit_code == 0 and "applied" not in again.stderr
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_broker_with_an_account_owners_tax_id_refused_by_cli(
+    cli: Any, world: World, conn: psycopg.Connection[Any]
+) -> None:
+    owner_tax = scalar(conn, "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner])
+    result = cli("broker", "add", "--name", "Sneaky", "--tax-id", owner_tax, "--license", "SN-1")
+    assert result.exit_code == 1 and result.stderr.startswith("error: broker_owned_account:")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "1e9"])
+def test_an_unusable_setting_is_one_line_not_a_traceback(value: str) -> None:
+    result = CliRunner().invoke(main, ["verify"], env={"STOCKLEDGER_POOL_TIMEOUT_SECONDS": value})
+    assert result.exit_code != 0
+    assert "STOCKLEDGER_POOL_TIMEOUT_SECONDS" in result.output
+    assert result.output.startswith("error: invalid_setting:")
+    assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)
+
+
+@pytest.mark.parametrize(
+    "token", ["a", " " * 40, "x" * 31, "x" * 31 + " ", "tab\tinside" + "x" * 30]
+)
+def test_serve_refuses_a_weak_admin_token_in_one_line(token: str) -> None:
+    """A short token can be guessed; a whitespace-only one could never be presented and used to
+    turn administration off without a word. serve stops before touching the database."""
+    result = CliRunner().invoke(
+        main, ["serve", "--port", "1"], env={"STOCKLEDGER_ADMIN_TOKEN": token}
+    )
+    assert result.exit_code != 0
+    assert result.output.startswith("error: invalid_setting: STOCKLEDGER_ADMIN_TOKEN")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_a_strong_admin_token_and_an_unset_one_are_accepted() -> None:
+    strong = "x" * MIN_ADMIN_TOKEN_LENGTH
+    assert Settings.from_env({"STOCKLEDGER_ADMIN_TOKEN": strong}).admin_token == strong
+    # Empty is unset: administration over HTTP is off, and serve says so at start.
+    assert Settings.from_env({"STOCKLEDGER_ADMIN_TOKEN": ""}).admin_token is None

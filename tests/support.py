@@ -1,0 +1,384 @@
+"""What tests share: a small brokerage to trade in, ways to look at the books, concurrency
+helpers, and running `stockledger` as a separate process, the way a user or an operator does.
+
+Fixtures live in conftest.py; everything here is a plain function or class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from flask.testing import FlaskClient
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from stockledger.registry import keys, records
+from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate, StockCreate
+from stockledger.trading import trades
+from stockledger.trading.requests import TradeRequest
+
+
+def stockledger_command() -> list[str]:
+    script = Path(sys.executable).parent / "stockledger"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "stockledger"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user with no database configured: the embedded server is used."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> Any:
+    result = subprocess.run(
+        [*stockledger_command(), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if "--json" in args else result.stdout
+
+
+class Served:
+    """A `stockledger serve`/`demo` process; output goes to a file to be read at any time."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("w")
+        self.process = subprocess.Popen(
+            [*stockledger_command(), *args],
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self, base_url: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._out.close()
+        return self.process.returncode
+
+
+def http(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_tree(root: int) -> list[int]:
+    """root and its descendants (the gunicorn master and its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, []))
+    return tree
+
+
+# Databases --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    admin_url: str  # a database on the server from which databases can be created
+
+    def url_for(self, dbname: str) -> str:
+        return make_conninfo(self.admin_url, dbname=dbname)
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                # FILE_COPY: copying a small template file by file is much faster than the
+                # default WAL_LOG strategy.
+                statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            conn.execute(statement)
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            try:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                # FORCE may not terminate an autovacuum worker that happens to be in the
+                # database unless the role is a superuser (seen on PostgreSQL 15); a plain
+                # DROP cancels autovacuum itself, and no session of the test is left.
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def is_superuser(conn: psycopg.Connection[Any]) -> bool:
+    return bool(scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+
+
+# A small brokerage ------------------------------------------------------------------------
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl"
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class World:
+    """A small brokerage: broker A runs account `account` (holding 100 AAPL), broker B runs
+    `other_account`; `owner` is the account's client. key_a, key_b: the brokers' API keys."""
+
+    broker_a: int
+    broker_b: int
+    owner: int
+    account: int
+    other_account: int
+    key_a: str
+    key_b: str
+
+
+def make_world(conn: psycopg.Connection[Any]) -> World:
+    tag = uuid.uuid4().hex[:6].upper()
+    a = records.add_broker(
+        conn, BrokerCreate(name="Broker A", tax_id=f"BA{tag}", license_no=f"LA{tag}")
+    )
+    b = records.add_broker(
+        conn, BrokerCreate(name="Broker B", tax_id=f"BB{tag}", license_no=f"LB{tag}")
+    )
+    owner = records.add_client(
+        conn, ClientCreate(name="Ada Lovelace", tax_id=f"CA{tag}", email="ada@example.com")
+    )
+    other = records.add_client(conn, ClientCreate(name="Grace Hopper", tax_id=f"CB{tag}"))
+    for symbol, name in (("AAPL", "Apple"), ("MSFT", "Microsoft"), ("OLD", "Delisted Co")):
+        conn.execute(
+            "INSERT INTO stocks (symbol, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [symbol, name],
+        )
+    conn.execute("UPDATE stocks SET active = false WHERE symbol = 'OLD'")
+    account = records.open_account(
+        conn, AccountCreate(client_id=owner["client_id"], broker_id=a["broker_id"])
+    )
+    other_account = records.open_account(
+        conn, AccountCreate(client_id=other["client_id"], broker_id=b["broker_id"])
+    )
+    world = World(
+        broker_a=a["broker_id"],
+        broker_b=b["broker_id"],
+        owner=owner["client_id"],
+        account=account["account_id"],
+        other_account=other_account["account_id"],
+        key_a=keys.issue_key(conn, a["broker_id"])["api_key"],
+        key_b=keys.issue_key(conn, b["broker_id"])["api_key"],
+    )
+    buy(conn, world.account, world.broker_a, "AAPL", 100)
+    return world
+
+
+def buy(
+    conn: psycopg.Connection[Any], account: int, broker: int, symbol: str, quantity: int
+) -> trades.TradeResult:
+    return trades.execute_trade(
+        conn,
+        TradeRequest(
+            account_id=account,
+            broker_id=broker,
+            symbol=symbol,
+            side="buy",
+            quantity=quantity,
+            price=Decimal("10.00"),
+        ),
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def as_caller(client: FlaskClient, token: str) -> FlaskClient:
+    """Every request of this test client carries the token."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+def add_stock(conn: psycopg.Connection[Any], symbol: str) -> None:
+    records.add_stock(conn, StockCreate(symbol=symbol, name=f"{symbol} Inc."))
+
+
+def scalar(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
+    """The first column of the one row a query must return."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row[0]
+
+
+def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """Everything a bad request must leave untouched."""
+    return (
+        conn.execute("SELECT count(*), coalesce(max(trade_id), 0) FROM trades").fetchone(),
+        conn.execute("SELECT * FROM positions ORDER BY account_id, symbol").fetchall(),
+    )
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    problem: dict[str, Any] = response.get_json(force=True)
+    assert problem["code"] == code
+    assert problem["status"] == status
+    assert set(problem) >= {"type", "title", "status", "detail", "code"}
+    assert "Traceback" not in response.get_data(as_text=True)
+    return problem
+
+
+# Concurrency ------------------------------------------------------------------------------
+
+SELLERS = 32
+ROUNDS = int(os.environ.get("STOCKLEDGER_RACE_ROUNDS", "25"))
+HELD = 100
+LOT = 10
+
+
+def run_together(workers: list[Callable[[], bool]]) -> list[bool]:
+    """Start every worker at once (a barrier releases them together); collect their results."""
+    barrier = threading.Barrier(len(workers))
+    results: list[bool | BaseException] = [False] * len(workers)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = workers[i]()
+        except BaseException as exc:  # surfaced below, never swallowed
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return [bool(r) for r in results]
+
+
+def oversell_rounds(
+    refill: Callable[[], object],
+    sell: Callable[[psycopg.Connection[Any]], bool],
+    position: Callable[[], int],
+    connections: list[psycopg.Connection[Any]],
+) -> list[tuple[int, int]]:
+    """Each round: the position holds HELD shares, SELLERS sell LOT each at once.
+    Returns (successful sells, final position) per round."""
+    outcomes = []
+    for _ in range(ROUNDS):
+        refill()
+        assert position() == HELD
+        results = run_together([partial(sell, c) for c in connections])
+        outcomes.append((sum(results), position()))
+    return outcomes
+
+
+def correct(outcomes: list[tuple[int, int]]) -> bool:
+    return all(sold == HELD // LOT and left == 0 for sold, left in outcomes)
+
+
+def blockers_of(observer: psycopg.Connection[Any], pid: int) -> list[int]:
+    row = observer.execute("SELECT pg_blocking_pids(%s)", [pid]).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def wait_until_blocked_by(
+    observer: psycopg.Connection[Any], pid: int, blocker: int, timeout: float = 10.0
+) -> None:
+    """Step until session `pid` waits on session `blocker` (pg_blocking_pids), the way
+    PostgreSQL's isolation tests step their sessions: no sleep guesses how long a window is."""
+    deadline = time.monotonic() + timeout
+    while blocker not in blockers_of(observer, pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session {pid} never waited on {blocker}")
+        time.sleep(0.005)
+
+
+def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run work in a thread; its value or its exception lands in the dict."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # reported to the test, never lost in the thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
