@@ -102,6 +102,9 @@ class Settings:
     # gunicorn worker class of `serve`; "gthread" brings back gunicorn's stock one, for
     # comparison (tests/faults/test_abusive_clients.py shows what it does with idle sockets).
     worker_class: str = WORKER_CLASS
+    # POST /trade and /v1/trades answered in the ordinary case without Flask's request
+    # machinery (stockledger.http.trade_path); off only to compare the two (tests, bench).
+    trade_path: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -115,6 +118,7 @@ class Settings:
             log_level=env.get("STOCKLEDGER_LOG_LEVEL", "INFO").upper(),
             pool_timeout_seconds=_seconds(env, "STOCKLEDGER_POOL_TIMEOUT_SECONDS", 1.0),
             worker_class=env.get("STOCKLEDGER_WORKER_CLASS") or WORKER_CLASS,
+            trade_path=env.get("STOCKLEDGER_TRADE_PATH", "1") != "0",
         )
 
     def with_overrides(self, **changes: object) -> Settings:

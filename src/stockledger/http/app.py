@@ -12,6 +12,7 @@ from stockledger.db.pool import Database
 from stockledger.http import openapi, problems, strict_json
 from stockledger.http.context import release_connection
 from stockledger.http.routes import accounts, administration, health, seed, trades
+from stockledger.http.trade_path import TradePath
 from stockledger.serve import metrics
 
 
@@ -40,6 +41,11 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     openapi.register_document_routes(app)
     app.teardown_request(release_connection)
     _measure_requests(app, database)
+    if settings.trade_path:
+        # Inside FramedBody: the body it sees always has a Content-Length.
+        framed = app.wsgi_app
+        assert isinstance(framed, strict_json.FramedBody)
+        framed.app = TradePath(framed.app, settings, database)
     return app
 
 
