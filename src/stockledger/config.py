@@ -17,6 +17,26 @@ WORKER_CLASS = "stockledger.serve.worker.WholeRequestThreadWorker"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `stockledger serve` listens and runs: the command's flags, the benchmark's and the
+    tests' servers all take this one shape."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    threads: int = 4
+    access_log: bool = True
+
+    def flags(self) -> list[str]:
+        """The same options as `stockledger serve` flags."""
+        return [
+            *("--host", self.host, "--port", str(self.port)),
+            *("--workers", str(self.workers), "--threads", str(self.threads)),
+            "--access-log" if self.access_log else "--no-access-log",
+        ]
+
+
 class SettingError(ValueError):
     """An environment variable with a value that cannot be used."""
 

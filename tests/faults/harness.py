@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from stockledger.config import ServeOptions
 from stockledger.db import migrations
 from stockledger.db.embedded import EmbeddedServer
 from stockledger.db.pool import connect
@@ -188,8 +189,8 @@ def serving(
         STOCKLEDGER_LOG_LEVEL="WARNING",
         **env,
     )
-    args = ["serve", "--port", str(port), "--workers", str(workers), "--threads", str(threads)]
-    server = Served([*args, "--no-access-log"], environment, log)
+    options = ServeOptions(port=port, workers=workers, threads=threads, access_log=False)
+    server = Served(["serve", *options.flags()], environment, log)
     base = f"http://127.0.0.1:{port}"
     try:
         server.wait_ready(base)

@@ -21,22 +21,17 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from stockledger.bench.scenarios import count_rows, p50_ms
+from stockledger.config import ServeOptions
 from stockledger.db.pool import connect
 from stockledger.registry.keys import issue_key
 
 READY_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    workers: int
-    threads: int
 
 
 def wrk_path() -> str | None:
@@ -62,17 +57,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def served(url: str, options: ServeOptions) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`stockledger serve` on a free loopback port against the benchmark's database."""
-    port = free_port()
+    options = replace(options, port=free_port(), access_log=False)
     env = {**os.environ, "DATABASE_URL": url, "STOCKLEDGER_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "stockledger", "serve", "--port", str(port)]
-    command += ["--workers", str(options.workers), "--threads", str(options.threads)]
-    command += ["--no-access-log"]
+    command = [sys.executable, "-m", "stockledger", "serve", *options.flags()]
     # The server's own notes go to a file, shown only if it fails to start.
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://{options.host}:{options.port}"
         try:
             try:
                 _wait_ready(base, process)

@@ -22,18 +22,27 @@ from stockledger.cli.common import (
     settings_from,
 )
 from stockledger.cli.main import main
-from stockledger.config import Settings
+from stockledger.config import ServeOptions, Settings
 from stockledger.db import migrations
 from stockledger.db.embedded import EmbeddedServer
 from stockledger.db.pool import connect
 
+DEFAULTS = ServeOptions()
+host_option = click.option("--host", default=DEFAULTS.host, show_default=True)
+port_option = click.option(
+    "--port", default=DEFAULTS.port, show_default=True, type=click.IntRange(1, 65535)
+)
+workers_option = click.option(
+    "--workers", default=DEFAULTS.workers, show_default=True, type=click.IntRange(1, 64)
+)
+
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@host_option
+@port_option
+@workers_option
+@click.option("--threads", default=DEFAULTS.threads, show_default=True, type=click.IntRange(1, 64))
+@click.option("--access-log/--no-access-log", default=DEFAULTS.access_log, show_default=True)
 @data_dir_option
 @click.pass_context
 @reports_errors
@@ -48,24 +57,19 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API with gunicorn."""
     settings = settings_from(ctx, data_dir)
+    serving = ServeOptions(host, port, workers, threads, access_log)
     require_free_port(host, port)
     with database_urls(settings, migrate=True) as urls:
-        _serve(settings, urls, host, port, workers, threads, access_log)
+        _serve(settings, urls, serving)
 
 
-def _serve(
-    settings: Settings,
-    urls: DatabaseUrls,
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    access_log: bool,
-) -> None:
+def _serve(settings: Settings, urls: DatabaseUrls, serving: ServeOptions) -> None:
     from stockledger.serve.gunicorn import serve as run_server
 
     where = "DATABASE_URL" if settings.database_url else f"embedded, data in {settings.data_dir}"
-    click.echo(f"stockledger on http://{host}:{port} (PostgreSQL: {where})", err=True)
+    click.echo(
+        f"stockledger on http://{serving.host}:{serving.port} (PostgreSQL: {where})", err=True
+    )
     if not settings.admin_token:
         click.echo(
             "note: STOCKLEDGER_ADMIN_TOKEN is not set, so no caller is an administrator over "
@@ -78,21 +82,13 @@ def _serve(
             "STOCKLEDGER_APP_DATABASE_URL to a login role granted stockledger_app",
             err=True,
         )
-    run_server(
-        settings,
-        urls.app,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        access_log=access_log,
-    )
+    run_server(settings, urls.app, serving)
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@host_option
+@port_option
+@workers_option
 @data_dir_option
 @click.pass_context
 @reports_errors
@@ -113,7 +109,7 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
             base_url = f"http://{host}:{port}"
             click.echo(demo_data.instructions(conn, seeded, base_url, settings.admin_token))
         sys.stdout.flush()
-        _serve(settings, urls, host, port, workers, 4, access_log=True)
+        _serve(settings, urls, ServeOptions(host, port, workers))
 
 
 @main.command()

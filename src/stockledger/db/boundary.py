@@ -20,7 +20,13 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
-from stockledger.errors import ErrorCode, StockledgerError, retry_conflict, unavailable
+from stockledger.errors import (
+    ErrorCode,
+    StockledgerError,
+    not_found,
+    retry_conflict,
+    unavailable,
+)
 
 Params = Mapping[str, Any] | Sequence[Any] | None
 
@@ -163,6 +169,16 @@ def fetch_one(
 ) -> dict[str, Any] | None:
     with translated(), conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(sql, params).fetchone()
+
+
+def fetch_existing(
+    conn: psycopg.Connection[Any], sql: LiteralString, params: Params, what: str
+) -> dict[str, Any]:
+    """The one row a lookup must find; 404 not_found (naming ``what``) when there is none."""
+    row = fetch_one(conn, sql, params)
+    if row is None:
+        raise not_found(what)
+    return row
 
 
 def fetch_all(

@@ -16,10 +16,9 @@ from typing import Any
 
 import psycopg
 
-from stockledger.db.boundary import execute, fetch_one
+from stockledger.db.boundary import execute, fetch_existing, fetch_one
 from stockledger.db.pool import plain_row
 from stockledger.db.queries import query
-from stockledger.errors import not_found
 
 KEY_PREFIX = "slk"
 _KEY = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})")
@@ -61,10 +60,8 @@ def issue_key(conn: psycopg.Connection[Any], broker_id: int) -> dict[str, Any]:
 
 
 def revoke_key(conn: psycopg.Connection[Any], broker_id: int, key_id: str) -> dict[str, Any]:
-    row = fetch_one(conn, query("revoke_broker_key"), {"key_id": key_id, "broker_id": broker_id})
-    if row is None:
-        raise not_found("key")
-    return plain_row(row)
+    params = {"key_id": key_id, "broker_id": broker_id}
+    return plain_row(fetch_existing(conn, query("revoke_broker_key"), params, "key"))
 
 
 def revoke_all_keys(conn: psycopg.Connection[Any], broker_id: int) -> int:

@@ -11,10 +11,9 @@ from typing import Any, LiteralString
 import psycopg
 from pydantic import BaseModel
 
-from stockledger.db.boundary import execute, fetch_one, transaction
+from stockledger.db.boundary import execute, fetch_existing, fetch_one, transaction
 from stockledger.db.pool import plain_row
 from stockledger.db.queries import query
-from stockledger.errors import not_found
 from stockledger.registry.keys import issue_key
 from stockledger.registry.requests import (
     AccountCreate,
@@ -35,10 +34,7 @@ def _insert(conn: psycopg.Connection[Any], sql: LiteralString, values: BaseModel
 def _update(
     conn: psycopg.Connection[Any], sql: LiteralString, params: dict[str, Any], what: str
 ) -> dict[str, Any]:
-    row = fetch_one(conn, sql, params)
-    if row is None:
-        raise not_found(what)
-    return plain_row(row)
+    return plain_row(fetch_existing(conn, sql, params, what))
 
 
 def add_client(conn: psycopg.Connection[Any], client: ClientCreate) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from stockledger.config import MULTIPROC_ENV, Settings
+from stockledger.config import MULTIPROC_ENV, ServeOptions, Settings
 from stockledger.serve import worker
 
 
@@ -61,28 +61,19 @@ def _forget_worker(_arbiter: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def serve(
-    settings: Settings,
-    database_url: str,
-    *,
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    access_log: bool,
-) -> None:
+def serve(settings: Settings, database_url: str, serving: ServeOptions) -> None:
     # Each worker's pool holds up to one connection per thread: a request never waits for a
     # connection another thread of the same worker could have returned.
-    settings = settings.with_overrides(pool_max_size=threads)
+    settings = settings.with_overrides(pool_max_size=serving.threads)
     # The worker reads whole requests before the app sees them; it refuses larger bodies.
     worker.configure(max(settings.max_body_bytes, settings.max_batch_body_bytes))
     own_metrics_directory = _metrics_directory()
     options: dict[str, Any] = {
-        "bind": f"{host}:{port}",
-        "workers": workers,
+        "bind": f"{serving.host}:{serving.port}",
+        "workers": serving.workers,
         "worker_class": settings.worker_class,
-        "threads": threads,
-        "accesslog": "-" if access_log else None,
+        "threads": serving.threads,
+        "accesslog": "-" if serving.access_log else None,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "graceful_timeout": 10,

@@ -13,9 +13,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from stockledger.db.boundary import fetch_all, fetch_one
+from stockledger.db.boundary import fetch_all, fetch_existing, fetch_one
 from stockledger.db.queries import query
-from stockledger.errors import not_found
 from stockledger.fields import PRICE_STEP
 from stockledger.registry.keys import PresentedKey
 from stockledger.trading.idempotency import request_fingerprint
@@ -130,7 +129,5 @@ def execute_batch(
 
 
 def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -> Trade:
-    row = fetch_one(conn, query("trade_by_id"), {"trade_id": trade_id, "broker_id": broker_id})
-    if row is None:
-        raise not_found("trade")
-    return Trade(**row)
+    params = {"trade_id": trade_id, "broker_id": broker_id}
+    return Trade(**fetch_existing(conn, query("trade_by_id"), params, "trade"))
