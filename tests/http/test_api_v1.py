@@ -50,7 +50,7 @@ def test_another_brokers_things_answer_like_missing_ones(
     client: FlaskClient, conn: psycopg.Connection[Any], world: World
 ) -> None:
     theirs = conn.execute(
-        "SELECT trade_id FROM trade(%s, %s, 'AAPL', 'buy', 1, 1)",
+        "SELECT (trade).trade_id FROM trade(%s, %s, 'AAPL', 'buy', 1, 1)",
         [world.other_account, world.broker_b],
     ).fetchone()
     assert theirs is not None

@@ -174,7 +174,7 @@ def test_a_key_of_another_broker_than_expected_writes_nothing(
     assert ledger_snapshot(conn) == before
     # The control: the same statement filtering the trade's result instead of the key has
     # already traded when it finds out, and the ledger shows it.
-    broken = query("trade_for_key").replace("WHERE k.broker_id", "WHERE t.broker_id")
+    broken = query("trade_for_key").replace("WHERE k.broker_id", "WHERE (t.trade).broker_id")
     assert run_for_key(conn, world, world.broker_b, broken) == []
     assert ledger_snapshot(conn) != before
 

@@ -75,7 +75,7 @@ def test_application_role_is_refused(
 def test_application_role_trades_reads_and_administers(app_db_url: str, world: World) -> None:
     with connect(app_db_url) as app:
         row = app.execute(
-            "SELECT seq, position_quantity FROM trade(%s, %s, 'AAPL', 'sell', 30, 10)",
+            "SELECT (trade).seq, position_quantity FROM trade(%s, %s, 'AAPL', 'sell', 30, 10)",
             [world.account, world.broker_a],
         ).fetchone()
         assert row == (2, 70)

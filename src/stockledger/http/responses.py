@@ -1,8 +1,8 @@
 """Shapes of what the API answers, for its OpenAPI document.
 
-The views build their JSON from database rows (ledger.Trade.to_json and friends); these models
-describe that JSON so the published schema can be checked against real answers (the fuzzing
-test does, for every response it sees).
+A trade is stockledger.trading.trades.Trade, the row and its JSON in one model. The other views
+build their JSON from database rows; these models describe that JSON so the published schema
+can be checked against real answers (the fuzzing test does, for every response it sees).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DecimalText = Field(pattern=r"^[0-9]+\.[0-9]{4}$", examples=["187.2500"])
+from stockledger.trading.trades import Trade
+
 Timestamp = Field(description="RFC 3339 with a UTC offset")
 
 
@@ -26,19 +27,6 @@ class Problem(BaseModel):
     detail: str
     code: str
     errors: list[dict[str, Any]] | None = Field(default=None, description="field errors (422)")
-
-
-class Trade(BaseModel):
-    trade_id: int
-    account_id: int
-    broker_id: int
-    symbol: str
-    side: Literal["buy", "sell"]
-    quantity: int
-    price: str = DecimalText
-    executed_at: str = Timestamp
-    seq: int = Field(description="the account's gapless sequence number, from 1")
-    client_order_id: str | None
 
 
 class Position(BaseModel):

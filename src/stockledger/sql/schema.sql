@@ -227,6 +227,15 @@ CREATE SEQUENCE trade_batch_id_seq;
 
 -- Views ------------------------------------------------------------------------------------
 
+-- A trade as callers read it: the one declaration of its columns, in their base types. trade()
+-- and trade_idempotent() return it (as their column `trade`), trade_batch() returns its rows,
+-- and the history queries read it.
+CREATE VIEW trade_rows AS
+SELECT trade_id, account_id, broker_id, symbol, side::text AS side,
+       quantity::bigint AS quantity, price::numeric AS price, executed_at, seq,
+       client_order_id::text AS client_order_id
+FROM trades;
+
 -- The seed's definition of holdings, straight from the ledger (verify compares it with
 -- positions).
 CREATE VIEW holds AS
@@ -311,6 +320,13 @@ $$;
 
 -- Functions: admitting trades -------------------------------------------------------------
 
+-- The one definition of how far ahead of the database's clock a supplied execution time may
+-- be (SL002). An immutable SQL function: inlined and folded into a constant when a statement
+-- is planned.
+CREATE FUNCTION future_tolerance() RETURNS interval
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT interval '5 seconds' $$;
+
 -- Rules 1, 3, 5 and 6 for a single trade (any insert without a batch_id, from trade() or from
 -- psql alike). The account row is locked (FOR NO KEY UPDATE) only after the broker of record
 -- was checked: another broker's account answers as a missing one, even while it is locked.
@@ -370,8 +386,9 @@ BEGIN
     ELSIF NEW.executed_at < v_last_at THEN
         RAISE EXCEPTION 'executed_at % is earlier than the latest trade of account % (%)',
             NEW.executed_at, NEW.account_id, v_last_at USING ERRCODE = 'SL002';
-    ELSIF NEW.executed_at > v_now + interval '5 seconds' THEN
-        RAISE EXCEPTION 'executed_at % is more than 5 seconds in the future', NEW.executed_at
+    ELSIF NEW.executed_at > v_now + future_tolerance() THEN
+        RAISE EXCEPTION 'executed_at % is more than % seconds in the future', NEW.executed_at,
+            extract(epoch FROM future_tolerance())::integer
             USING ERRCODE = 'SL002';
     ELSIF NEW.executed_at < '1900-01-01 00:00:00+00' THEN
         -- Every layer must be able to read a stored time back (SPEC §2.8): Python's datetime
@@ -487,7 +504,7 @@ BEGIN
            OR (b.first_seq > 1 AND l.seq IS NULL)
            OR b.last_seq <> b.first_seq + b.trades - 1
            OR b.first_at <> b.last_at OR b.first_at < l.executed_at
-           OR b.last_at > clock_timestamp() + interval '5 seconds'
+           OR b.last_at > clock_timestamp() + future_tolerance()
            OR b.first_at < '1900-01-01 00:00:00+00'
         UNION ALL
         SELECT FROM (SELECT DISTINCT symbol FROM new_rows) n
@@ -543,7 +560,7 @@ BEGIN
                     WHEN s.active IS NOT TRUE THEN 'SL006'
                     WHEN o.seq <> o.expected_seq THEN '428C9'
                     WHEN o.executed_at < o.previous_at
-                      OR o.executed_at > clock_timestamp() + interval '5 seconds' THEN 'SL002'
+                      OR o.executed_at > clock_timestamp() + future_tolerance() THEN 'SL002'
                     WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN '22008'
                     WHEN o.running < 0 THEN 'SL001'
                 END AS code,
@@ -562,8 +579,9 @@ BEGIN
                     WHEN o.executed_at < o.previous_at THEN format(
                         'executed_at %s is earlier than the previous trade of account %s (%s)',
                         o.executed_at, o.account_id, o.previous_at)
-                    WHEN o.executed_at > clock_timestamp() + interval '5 seconds' THEN format(
-                        'executed_at %s is more than 5 seconds in the future', o.executed_at)
+                    WHEN o.executed_at > clock_timestamp() + future_tolerance() THEN format(
+                        'executed_at %s is more than %s seconds in the future', o.executed_at,
+                        extract(epoch FROM future_tolerance())::integer)
                     WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN format(
                         'executed_at %s is before 1900-01-01T00:00:00Z', o.executed_at)
                     WHEN o.running < 0 THEN format(
@@ -606,8 +624,8 @@ $$;
 
 -- Functions: what the application calls ---------------------------------------------------
 
--- One trade, one round trip: the insert fires the triggers above, and the row comes back with
--- the account's position after it.
+-- One trade, one round trip: the insert fires the triggers above, and the trade comes back
+-- (read through trade_rows) with the account's position after it.
 CREATE FUNCTION trade(
     p_account_id bigint,
     p_broker_id bigint,
@@ -618,16 +636,7 @@ CREATE FUNCTION trade(
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
     p_client_order_id text DEFAULT NULL::text
 ) RETURNS TABLE(
-    trade_id bigint,
-    account_id bigint,
-    broker_id bigint,
-    symbol text,
-    side text,
-    quantity bigint,
-    price numeric,
-    executed_at timestamp with time zone,
-    seq bigint,
-    client_order_id text,
+    trade trade_rows,
     position_quantity bigint
 )
     LANGUAGE plpgsql SECURITY DEFINER
@@ -644,10 +653,10 @@ BEGIN
     RETURNING x.* INTO t;
 
     RETURN QUERY
-    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
-           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, p.quantity
-    FROM positions p
-    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
+    SELECT r, p.quantity
+    FROM trade_rows r
+    JOIN positions p ON p.account_id = r.account_id AND p.symbol = r.symbol
+    WHERE r.account_id = t.account_id AND r.seq = t.seq;
 END
 $$;
 
@@ -667,16 +676,7 @@ CREATE FUNCTION trade_idempotent(
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
     p_client_order_id text DEFAULT NULL::text
 ) RETURNS TABLE(
-    trade_id bigint,
-    account_id bigint,
-    broker_id bigint,
-    symbol text,
-    side text,
-    quantity bigint,
-    price numeric,
-    executed_at timestamp with time zone,
-    seq bigint,
-    client_order_id text,
+    trade trade_rows,
     position_quantity bigint,
     replayed boolean
 )
@@ -703,11 +703,9 @@ BEGIN
                 p_idempotency_key USING ERRCODE = 'SL012';
         END IF;
         RETURN QUERY
-        SELECT x.trade_id, x.account_id, x.broker_id, x.symbol, x.side::text, x.quantity::bigint,
-               x.price::numeric, x.executed_at, x.seq, x.client_order_id::text,
-               claim.position_quantity, true
-        FROM trades x
-        WHERE x.trade_id = claim.trade_id AND x.account_id = claim.account_id;
+        SELECT r, claim.position_quantity, true
+        FROM trade_rows r
+        WHERE r.trade_id = claim.trade_id AND r.account_id = claim.account_id;
         RETURN;
     END IF;
 
@@ -727,8 +725,9 @@ BEGIN
       AND k.idempotency_key = p_idempotency_key;
 
     RETURN QUERY
-    SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
-           t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, v_held, false;
+    SELECT r, v_held, false
+    FROM trade_rows r
+    WHERE r.account_id = t.account_id AND r.seq = t.seq;
 END
 $$;
 
@@ -745,19 +744,7 @@ CREATE FUNCTION trade_batch(
     p_prices numeric[],
     p_executed_ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[],
     p_client_order_ids text[] DEFAULT NULL::text[]
-) RETURNS TABLE(
-    trade_id bigint,
-    account_id bigint,
-    broker_id bigint,
-    symbol text,
-    side text,
-    quantity bigint,
-    price numeric,
-    executed_at timestamp with time zone,
-    seq bigint,
-    client_order_id text,
-    batch_id bigint
-)
+) RETURNS SETOF trade_rows
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -829,8 +816,10 @@ BEGIN
            v_batch
     FROM input x JOIN last_trade l ON l.account_id = x.account_id
     ORDER BY x.i
+    -- The columns of trade_rows, in its order (PostgreSQL checks the shape): read back
+    -- through the view instead, 10,000 rows would cost 10,000 index probes.
     RETURNING t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
-              t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, t.batch_id;
+              t.price::numeric, t.executed_at, t.seq, t.client_order_id::text;
 END
 $$;
 
@@ -922,8 +911,8 @@ GRANT EXECUTE ON FUNCTION
 -- idempotency_keys: trades only through the functions above. (Migration 0002 also grants it
 -- SELECT on schema_migrations, which migrate() creates, for /readyz.)
 GRANT USAGE ON SCHEMA public TO stockledger_app;
-GRANT SELECT ON clients, brokers, broker_keys, accounts, stocks, trades, positions, holds
-    TO stockledger_app;
+GRANT SELECT ON clients, brokers, broker_keys, accounts, stocks, trades, trade_rows, positions,
+    holds TO stockledger_app;
 GRANT INSERT ON clients, brokers, broker_keys, accounts, stocks TO stockledger_app;
 GRANT UPDATE (status) ON accounts, brokers TO stockledger_app;
 GRANT UPDATE (name, active) ON stocks TO stockledger_app;

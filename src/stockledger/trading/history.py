@@ -88,4 +88,4 @@ def trades_after(
     """Up to ``limit`` trades of one account after ``after_seq``, oldest first."""
     params = {**filters, "account_id": account_id, "after_seq": after_seq, "limit": limit}
     rows = fetch_all(conn, query("account_trades_page"), params)
-    return [Trade(**row) for row in rows]
+    return [Trade.from_row(row) for row in rows]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, LiteralString
+from typing import Annotated, Any, Literal, LiteralString
 
 import psycopg
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from stockledger.db.boundary import fetch_all, fetch_existing, fetch_one
 from stockledger.db.queries import query
@@ -21,33 +22,52 @@ from stockledger.trading.idempotency import request_fingerprint
 from stockledger.trading.requests import TradeRequest
 
 
-@dataclass(frozen=True)
-class Trade:
+def _price_text(price: Decimal) -> str:
+    # Decimals leave as strings with 4 places ("187.2500"), never as floats.
+    return str(price.quantize(PRICE_STEP))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat()  # the session speaks UTC: "+00:00"
+
+
+PriceText = Annotated[
+    Decimal,
+    PlainSerializer(_price_text, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{4}$", "examples": ["187.2500"]}),
+]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "description": "RFC 3339 with a UTC offset"}),
+]
+
+
+class Trade(BaseModel):
+    """A row of the view trade_rows (sql/schema.sql), the one declaration of a trade's columns,
+    and the API's answer for it: its JSON form is what the routes send, and the same model is
+    the OpenAPI schema. tests/sql/test_trade_row.py checks the fields against the view."""
+
+    model_config = ConfigDict(frozen=True)
+
     trade_id: int
     account_id: int
     broker_id: int
     symbol: str
-    side: str
+    side: Literal["buy", "sell"]
     quantity: int
-    price: Decimal
-    executed_at: datetime
-    seq: int
+    price: PriceText
+    executed_at: Timestamp
+    seq: int = Field(description="the account's gapless sequence number, from 1")
     client_order_id: str | None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Trade:
+        # The database's own values, typed by psycopg: nothing to validate.
+        return cls.model_construct(**row)
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "trade_id": self.trade_id,
-            "account_id": self.account_id,
-            "broker_id": self.broker_id,
-            "symbol": self.symbol,
-            "side": self.side,
-            "quantity": self.quantity,
-            # Decimals leave as strings with 4 places ("187.2500"), never as floats.
-            "price": str(self.price.quantize(PRICE_STEP)),
-            "executed_at": self.executed_at.isoformat(),
-            "seq": self.seq,
-            "client_order_id": self.client_order_id,
-        }
+        return self.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ def _run_trade(
         return None
     position = row.pop("position_quantity")
     replayed = row.pop("replayed", False)
-    return TradeResult(Trade(**row), position, replayed)
+    return TradeResult(Trade.from_row(row), position, replayed)
 
 
 def execute_batch(
@@ -123,11 +143,9 @@ def execute_batch(
         "client_order_ids": [t.client_order_id for t in trades],
     }
     rows = fetch_all(conn, query("trade_batch"), {"broker_id": broker_id, **columns})
-    for row in rows:
-        del row["batch_id"]
-    return sorted((Trade(**row) for row in rows), key=lambda t: t.trade_id)
+    return sorted((Trade.from_row(row) for row in rows), key=lambda t: t.trade_id)
 
 
 def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -> Trade:
     params = {"trade_id": trade_id, "broker_id": broker_id}
-    return Trade(**fetch_existing(conn, query("trade_by_id"), params, "trade"))
+    return Trade.from_row(fetch_existing(conn, query("trade_by_id"), params, "trade"))

@@ -20,11 +20,12 @@ from stockledger.http.context import (
 )
 from stockledger.http.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
 from stockledger.http.params import IdempotencyHeader, TradePath
-from stockledger.http.responses import Trade, TradeBatch, TradeExecuted
+from stockledger.http.responses import TradeBatch, TradeExecuted
 from stockledger.http.strict_json import larger_body
 from stockledger.serve import metrics
 from stockledger.trading import trades
 from stockledger.trading.requests import TradeBatchRequest, TradeRequest
+from stockledger.trading.trades import Trade
 
 TAG = Tag(name="trades", description="Execute trades and look them up")
 blueprint = APIBlueprint("trades", __name__, abp_tags=[TAG], abp_security=SECURITY)

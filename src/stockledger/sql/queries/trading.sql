@@ -3,25 +3,22 @@
 
 -- name: trade
 -- One round trip: the function locks, checks, appends and updates the position.
-SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
-       client_order_id, position_quantity
+SELECT (t.trade).*, t.position_quantity
 FROM trade(%(account_id)s, %(broker_id)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s,
-           %(executed_at)s, %(client_order_id)s);
+           %(executed_at)s, %(client_order_id)s) AS t;
 
 -- name: trade_idempotent
 -- The same, under an idempotency key: a replay returns the stored trade, replayed = true.
-SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
-       client_order_id, position_quantity, replayed
+SELECT (t.trade).*, t.position_quantity, t.replayed
 FROM trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s, %(broker_id)s,
                       %(symbol)s, %(side)s, %(quantity)s, %(price)s, %(executed_at)s,
-                      %(client_order_id)s);
+                      %(client_order_id)s) AS t;
 
 -- name: trade_for_key
 -- trade, with the caller's API key checked first in the same statement (one round trip): the
 -- trade runs for the broker broker_of_key() returns, and only after it returned. No row: the
 -- key is not the broker's the caller expected (authenticate again).
-SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
-       t.executed_at, t.seq, t.client_order_id, t.position_quantity
+SELECT (t.trade).*, t.position_quantity
 FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
 CROSS JOIN LATERAL trade(%(account_id)s, k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
                          %(price)s, %(executed_at)s, %(client_order_id)s) AS t
@@ -29,8 +26,7 @@ WHERE k.broker_id = %(broker_id)s;
 
 -- name: trade_idempotent_for_key
 -- trade_idempotent, with the key checked first as in trade_for_key.
-SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
-       t.executed_at, t.seq, t.client_order_id, t.position_quantity, t.replayed
+SELECT (t.trade).*, t.position_quantity, t.replayed
 FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
 CROSS JOIN LATERAL trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s,
                                     k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
@@ -39,8 +35,7 @@ WHERE k.broker_id = %(broker_id)s;
 
 -- name: trade_batch
 -- All or nothing: one element of each array per trade, in batch order.
-SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
-       client_order_id, batch_id
+SELECT *
 FROM trade_batch(%(broker_id)s, %(account_ids)s::bigint[], %(symbols)s::text[],
                  %(sides)s::text[], %(quantities)s::bigint[], %(prices)s::numeric[],
                  %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[]);
@@ -62,9 +57,8 @@ ORDER BY p.symbol;
 -- Keyset pagination on seq through trades_pkey (account_id, seq). A trade becomes visible
 -- only when it commits, and trades of one account commit in seq order (the account row is
 -- locked until commit), so a page boundary never skips a trade nor shows one twice.
-SELECT trade_id, account_id, broker_id, symbol, side, quantity, price, executed_at, seq,
-       client_order_id
-FROM trades
+SELECT *
+FROM trade_rows
 WHERE account_id = %(account_id)s
   AND seq > %(after_seq)s
   AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s::text)
@@ -76,8 +70,7 @@ ORDER BY seq
 LIMIT %(limit)s;
 
 -- name: trade_by_id
-SELECT t.trade_id, t.account_id, t.broker_id, t.symbol, t.side, t.quantity, t.price,
-       t.executed_at, t.seq, t.client_order_id
-FROM trades t JOIN accounts a ON a.account_id = t.account_id
+SELECT t.*
+FROM trade_rows t JOIN accounts a ON a.account_id = t.account_id
 WHERE t.trade_id = %(trade_id)s
   AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
