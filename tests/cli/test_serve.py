@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Served, clean_env, free_port, http, http_text, run_cli
+from stockledger.serve.processes import free_port
+from tests.support import Served, clean_env, http, http_text, run_cli
 
 
 def test_trades_persist_across_serve_restarts(tmp_path: Path) -> None:

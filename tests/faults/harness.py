@@ -34,7 +34,8 @@ from stockledger.db.embedded import EmbeddedServer
 from stockledger.db.pool import connect
 from stockledger.registry import keys, records
 from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate, StockCreate
-from tests.support import Served, clean_env, free_port, stockledger_command
+from stockledger.serve.processes import free_port
+from tests.support import Served, clean_env, stockledger_command
 
 SYMBOLS = ("AAPL", "MSFT")
 

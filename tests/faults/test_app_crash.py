@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from stockledger.serve.processes import process_tree
 from tests.faults.harness import Audit, Brokerage, Outcomes, TradingClients, audit, serving
 from tests.faults.report import record
-from tests.support import process_tree
 
 
 def worker_crashes(

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from stockledger.db.embedded import pg_binary
+from stockledger.db.binaries import pg_binary
 from stockledger.registry import keys, records
 from stockledger.registry.requests import BrokerCreate
 from tests.support import ADMIN_TOKEN, World, bearer

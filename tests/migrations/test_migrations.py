@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stockledger.db import migrations
-from stockledger.db.embedded import pg_binary
+from stockledger.db.binaries import pg_binary
 from stockledger.db.pool import connect
 from stockledger.db.queries import sql_text
 from tests.support import Server

@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from stockledger.bench.scenarios import count_rows, p50_ms
 from stockledger.config import ServeOptions
 from stockledger.db.pool import connect
 from stockledger.registry.keys import issue_key
+from stockledger.serve.processes import free_port, process_tree
 
 READY_TIMEOUT = 30.0
 
@@ -45,13 +45,6 @@ def wrk_binary() -> str:
             "the HTTP scenario needs wrk (Debian package wrk; scripts/install-tools installs it)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -95,24 +88,6 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError("stockledger serve did not become ready")
-
-
-def process_tree(root: int) -> list[int]:
-    """root and its descendants (the gunicorn master and its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending.extend(children.get(pid, []))
-    return tree
 
 
 def _rss_kib(pid: int) -> int:
