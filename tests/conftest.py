@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import secrets
 import shutil
+import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -34,7 +37,15 @@ from stockledger.db.embedded import EmbeddedServer
 from stockledger.db.migrations import APP_ROLE
 from stockledger.db.pool import connect
 from stockledger.http.app import create_app
-from tests.support import ADMIN_TOKEN, SELLERS, Server, World, is_superuser, make_world
+from tests.support import (
+    ADMIN_TOKEN,
+    SELLERS,
+    CitusServer,
+    Server,
+    World,
+    is_superuser,
+    make_world,
+)
 
 _counter = itertools.count()
 
@@ -61,8 +72,16 @@ def tmp_path(reachable_tmp: Path, request: pytest.FixtureRequest) -> Path:
     return path
 
 
+def on_citus(config: pytest.Config) -> bool:
+    """`pytest -m citus`: the distributed tier, against a Citus cluster."""
+    return "citus" in (config.getoption("markexpr") or "").replace("not citus", "")
+
+
 @pytest.fixture(scope="session")
-def pg_server(reachable_tmp: Path) -> Iterator[Server]:
+def pg_server(reachable_tmp: Path, pytestconfig: pytest.Config) -> Iterator[Server]:
+    if on_citus(pytestconfig):
+        yield from citus_cluster(reachable_tmp)
+        return
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield Server(url)
@@ -79,6 +98,49 @@ def pg_server(reachable_tmp: Path) -> Iterator[Server]:
         yield Server(admin_url)
     finally:
         embedded.stop()
+
+
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "citus-cluster"
+
+
+def citus_cluster(reachable_tmp: Path) -> Iterator[Server]:
+    """A coordinator and two workers of scripts/citus-cluster (built once, cached), on three
+    free loopback ports, for this session."""
+    base = free_port_run(3)
+    env = {**os.environ, "CITUS_PORT": str(base)}
+    directory = reachable_tmp / "citus"
+    started = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), "start", str(directory)],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    if started.returncode != 0:
+        raise RuntimeError(f"the Citus cluster did not start:\n{started.stderr}")
+    nodes = tuple(f"postgresql://postgres@127.0.0.1:{base + i}/postgres" for i in range(3))
+    try:
+        yield CitusServer(nodes[0], node_urls=nodes)
+    finally:
+        subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), "stop", str(directory)],
+            env=env, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+
+
+def free_port_run(length: int) -> int:
+    """The first of `length` consecutive loopback ports that are free now."""
+    for _ in range(100):
+        base = random.randrange(20000, 40000)
+        if all(port_free(base + i) for i in range(length)):
+            return base
+    raise RuntimeError("no run of free ports found")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 from flask.testing import FlaskClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -152,6 +153,67 @@ class Server:
                 # database unless the role is a superuser (seen on PostgreSQL 15); a plain
                 # DROP cancels autovacuum itself, and no session of the test is left.
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@dataclass(frozen=True)
+class CitusServer(Server):
+    """A Citus cluster (scripts/citus-cluster): a database is made on every node, with the
+    extension and the workers registered on the coordinator; a copy of a template is made on
+    every node at once, which gives an independent distributed database (docs/scale-out.md)."""
+
+    node_urls: tuple[str, ...] = ()  # each node's postgres database, the coordinator first
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        for node in self.node_urls:
+            with psycopg.connect(node, autocommit=True) as conn:
+                if template is None:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                else:
+                    self._copy(conn, name, template)
+        if template is None:
+            for node in self.node_urls:
+                with psycopg.connect(make_conninfo(node, dbname=name), autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
+            coordinator, *workers = self.node_urls
+            with psycopg.connect(make_conninfo(coordinator, dbname=name), autocommit=True) as conn:
+                host, port = _host_port(coordinator)
+                conn.execute("SELECT citus_set_coordinator_host(%s, %s)", [host, port])
+                for worker in workers:
+                    conn.execute("SELECT citus_add_node(%s, %s)", list(_host_port(worker)))
+        return self.url_for(name)
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection[Any], name: str, template: str) -> None:
+        # Citus's maintenance daemon (and the coordinator's cached connections) keep sessions
+        # in the template: end them, and try again if one came back in between.
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+        for attempt in range(50):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [template],
+            )
+            try:
+                conn.execute(statement)
+                return
+            except psycopg.errors.ObjectInUse:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
+
+    def drop_database(self, name: str) -> None:
+        for node in self.node_urls:
+            with psycopg.connect(node, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    return str(info["host"]), int(str(info["port"]))
 
 
 def is_superuser(conn: psycopg.Connection[Any]) -> bool:

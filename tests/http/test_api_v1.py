@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from flask.testing import FlaskClient
 
 from stockledger.config import Settings
 from stockledger.http.app import create_app
 from tests.support import ADMIN_TOKEN, World, as_caller, bearer
+
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
 TRADE = {"symbol": "AAPL", "side": "buy", "quantity": 2, "price": "187.25"}
 

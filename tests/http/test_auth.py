@@ -18,6 +18,8 @@ from stockledger.registry import keys, records
 from stockledger.registry.requests import BrokerCreate
 from tests.support import ADMIN_TOKEN, World, bearer
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 
 @dataclass(frozen=True)
 class Credentials:

@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from tests.support import World, as_caller, assert_problem, ledger_snapshot
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 
 @pytest.fixture
 def client(client: FlaskClient, world: World) -> FlaskClient:

@@ -33,6 +33,8 @@ from schemathesis.specs.openapi.checks import (
 from stockledger.http.routes import seed as seed_routes
 from tests.support import ADMIN_TOKEN, World
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 EXAMPLES = int(os.environ.get("STOCKLEDGER_FUZZ_EXAMPLES", "25"))
 CHECKS = [
     not_a_server_error,

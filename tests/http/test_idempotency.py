@@ -18,6 +18,8 @@ from stockledger.registry import records
 from stockledger.registry.requests import AccountCreate
 from tests.support import ADMIN_TOKEN, World, as_caller, bearer, ledger_snapshot, run_together
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 BODY = {"symbol": "AAPL", "side": "buy", "quantity": 5, "price": "187.25"}
 CONCURRENT = 20
 

@@ -15,6 +15,8 @@ from stockledger.db.pool import connect
 from stockledger.http.app import create_app
 from tests.support import World, bearer, ledger_snapshot
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 
 @pytest.fixture
 def impatient_app(db_url: str, app_db_url: str) -> Any:

@@ -15,6 +15,8 @@ from stockledger.trading import history
 from stockledger.trading.requests import TradeFilters
 from tests.support import World, as_caller, bearer
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 HISTORY = 2500
 
 

@@ -26,6 +26,8 @@ from stockledger.registry import records
 from stockledger.registry.requests import AccountCreate
 from tests.support import ADMIN_TOKEN, World, bearer, ledger_snapshot, scalar
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 YEAR_ZERO_IN_UTC = "0001-01-01T00:00:00+14:00"
 JUST_BEFORE = "1899-12-31T23:59:59.999999Z"
 EARLIEST = "1900-01-01T00:00:00Z"

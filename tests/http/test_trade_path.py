@@ -29,6 +29,8 @@ from stockledger.http import trade_path
 from stockledger.http.app import create_app
 from tests.support import ADMIN_TOKEN, Server, World, make_world
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 # A time, as an answer writes it (RFC 3339 in executed_at, PostgreSQL's form in a detail).
 _TIME = re.compile(
     rb"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([+-][0-9:]+|Z)?"

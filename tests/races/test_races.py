@@ -35,6 +35,8 @@ from tests.support import (
     wait_until_blocked_by,
 )
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 
 def test_concurrent_sells_never_oversell(
     conn: psycopg.Connection[Any], world: World, seller_connections: list[psycopg.Connection[Any]]

@@ -29,6 +29,8 @@ from tests.support import (
     run_together,
 )
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 
 def order(
     world: World, side: str, quantity: int, symbol: str = "AAPL", **extra: Any

@@ -14,8 +14,11 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+import pytest
 
 from stockledger.db.boundary import CONSTRAINT_CODES, RETRYABLE_CONSTRAINTS, SQLSTATE_CODES
+
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
 _RAISED = re.compile(r"ERRCODE\s*=\s*'(SL[0-9A-Z]{3})'")
 

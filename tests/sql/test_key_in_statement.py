@@ -22,6 +22,8 @@ from stockledger.registry import keys
 from stockledger.trading import trades
 from tests.support import World, bearer, ledger_snapshot, scalar
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 BUY = {"account_id": 0, "symbol": "AAPL", "side": "buy", "quantity": 1, "price": "1.5"}
 
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,8 @@ from stockledger.registry import records
 from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate
 from stockledger.trading import trades
 from stockledger.trading.requests import TradeRequest
+
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
 ACCOUNTS = 3
 SYMBOLS = ("AAPL", "MSFT")

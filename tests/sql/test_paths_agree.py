@@ -34,6 +34,8 @@ from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCre
 from stockledger.trading import trades
 from stockledger.trading.requests import TradeRequest
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 SYMBOLS = ("AAPL", "MSFT", "OLD", "NOPE")  # OLD is inactive, NOPE is not listed
 OWN = 2  # accounts of the broker under test: 0 and 1; 2 is another broker's, 3 does not exist
 

@@ -14,6 +14,8 @@ import pytest
 from stockledger.db.pool import connect
 from tests.support import World, is_superuser, scalar
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 FORBIDDEN = [
     "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price) VALUES ({account}, {broker}, 'AAPL', 'buy', 1, 1)",
     "UPDATE trades SET quantity = 1",

@@ -12,6 +12,8 @@ from psycopg import sql
 
 from tests.support import World, add_stock, ledger_snapshot, scalar
 
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
+
 INSERT_TRADE = """
 INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price{extra_cols})
 VALUES (%(account)s, %(broker)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s{extra_vals})

@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from stockledger.trading.trades import Trade
+
+pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
 
 def view_columns(conn: psycopg.Connection[Any]) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
+from stockledger.db import distribution
 from stockledger.db.boundary import translated
 from stockledger.errors import unavailable
 
@@ -102,12 +103,18 @@ def migrate(
         conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
         try:
             conn.execute(_CREATE_TABLE)
+            on_cluster = distribution.citus_present(conn)
+            if on_cluster:
+                distribution.session_settings(conn)
             done = applied_versions(conn)
             applied = []
             for migration in available() if migrations is None else migrations:
                 if migration.version not in done:
                     _apply(conn, migration, locks)
                     applied.append(migration)
+            if on_cluster:
+                # Tables a migration created are placed once it is applied (SPEC §1.3).
+                distribution.distribute(conn)
             return applied
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])

@@ -1,0 +1,105 @@
+"""Placing the schema on a Citus cluster (SPEC §1.3); on plain PostgreSQL nothing happens.
+
+Every table of an account — keyed and uniquely constrained with ``account_id`` — is distributed
+by it, all colocated, so that one account's rows (its row, trades, positions, idempotency
+claims) share one shard group on one worker. The tables every account refers to are reference
+tables, copied to every node. Each table of the schema is in exactly one list: a new table
+without a placement makes ``distribute`` fail at once instead of staying local by accident.
+
+Citus refuses to distribute a table that a foreign key already ties to a local table, and
+refuses triggers unless told they are intended; so the foreign keys are dropped, the tables
+placed (per-account tables first), and the same foreign keys added back, in one transaction.
+docs/scale-out.md says what a trigger on a shard may and may not do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from stockledger.db.boundary import translated
+
+DISTRIBUTION_COLUMN = "account_id"
+PER_ACCOUNT = ("accounts", "trades", "positions", "idempotency_keys")
+REFERENCE = ("clients", "brokers", "stocks", "tax_identities", "broker_keys")
+# Tables that stay on the coordinator alone.
+COORDINATOR_ONLY = ("schema_migrations",)
+
+
+def citus_present(conn: psycopg.Connection[Any]) -> bool:
+    with translated():
+        row = conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')")
+        found = row.fetchone()
+    return bool(found and found[0])
+
+
+def session_settings(conn: psycopg.Connection[Any]) -> None:
+    """For a migrating session on a cluster: triggers on distributed tables are intended (the
+    rules live in them), and DDL on tables with foreign keys to reference tables runs over one
+    connection per node."""
+    with translated():
+        conn.execute("SET citus.enable_unsafe_triggers = on")
+        conn.execute("SET citus.multi_shard_modify_mode = 'sequential'")
+
+
+def unplaced_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Tables of the schema that no list here names."""
+    named = set(PER_ACCOUNT) | set(REFERENCE) | set(COORDINATOR_ONLY)
+    with translated():
+        rows = conn.execute(
+            "SELECT relname FROM pg_class "
+            "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') "
+            "ORDER BY relname"
+        ).fetchall()
+    return [row[0] for row in rows if row[0] not in named]
+
+
+def distribute(conn: psycopg.Connection[Any]) -> list[str]:
+    """Place every table not placed yet; return the tables placed now."""
+    unplaced = unplaced_tables(conn)
+    if unplaced:
+        raise RuntimeError(
+            f"no placement is defined for {', '.join(unplaced)} (db/distribution.py)"
+        )
+    with translated():
+        placed = {
+            row[0]
+            for row in conn.execute(
+                "SELECT logicalrelid::regclass::text FROM pg_dist_partition"
+            ).fetchall()
+        }
+        pending = [t for t in (*PER_ACCOUNT, *REFERENCE) if t not in placed]
+        if not pending:
+            return []
+        with conn.transaction():
+            foreign_keys = conn.execute(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                "FROM pg_constraint WHERE contype = 'f' "
+                "AND connamespace = 'public'::regnamespace ORDER BY conrelid, conname"
+            ).fetchall()
+            for table, name, _ in foreign_keys:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                        sql.Identifier(table), sql.Identifier(name)
+                    )
+                )
+            for table in PER_ACCOUNT:
+                if table in pending:
+                    colocate = "default" if table == PER_ACCOUNT[0] else PER_ACCOUNT[0]
+                    conn.execute(
+                        "SELECT create_distributed_table(%s, %s, colocate_with => %s)",
+                        [table, DISTRIBUTION_COLUMN, colocate],
+                    )
+            for table in REFERENCE:
+                if table in pending:
+                    conn.execute("SELECT create_reference_table(%s)", [table])
+            for table, name, definition in foreign_keys:
+                # The definition is the catalog's own text (pg_get_constraintdef), never input.
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                        sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)
+                    )
+                )
+    return pending
