@@ -188,7 +188,7 @@ def test_a_cursor_keeps_its_filters_and_its_account(
     assert {t["symbol"] for t in default["trades"]} == {"AAPL"}
     # Another account's listing refuses it.
     mine_too = conn.execute(
-        "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s) RETURNING account_id",
+        "SELECT account_id FROM open_account(%s, %s)",
         [world.owner, world.broker_a],
     ).fetchone()
     assert mine_too is not None

@@ -163,8 +163,8 @@ def test_account_opening_and_broker_registration_never_both_succeed(
         db_url,
         conn,
         world.broker_a,
-        "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
-        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Racer', %s, %s)",
+        "SELECT open_account(%s, %s)",
+        "SELECT register_broker('Racer', %s, %s)",
     )
     assert all(opened != registered for opened, registered in outcomes), outcomes
     assert all(c.holds for c in verify(conn))
@@ -222,9 +222,9 @@ def test_stepped_claims_meet_on_one_row_and_the_second_is_refused(
     db_url: str, conn: psycopg.Connection[Any], world: World, account_first: bool
 ) -> None:
     client_id, tax_id = racer(conn, "A" if account_first else "B")
-    open_account = ("INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
+    open_account = ("SELECT open_account(%s, %s)",
                     [client_id, world.broker_a])  # fmt: skip
-    register = ("INSERT INTO brokers (name, tax_id, license_no) VALUES ('Racer', %s, %s)",
+    register = ("SELECT register_broker('Racer', %s, %s)",
                 [tax_id, f"LIC{tax_id}"])  # fmt: skip
     first, second = (open_account, register) if account_first else (register, open_account)
     outcome = stepped_pair(db_url, conn, first, second)
@@ -286,17 +286,12 @@ def test_broker_owned_rule_holds_under_repeatable_read(
         b.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         a.execute("SELECT count(*) FROM brokers")  # take both snapshots now
         b.execute("SELECT count(*) FROM accounts")
-        a.execute(
-            "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
-            [client_id, world.broker_a],
-        )
+        a.execute("SELECT open_account(%s, %s)", [client_id, world.broker_a])
         result: dict[str, BaseException | None] = {}
 
         def register() -> None:
             try:
-                b.execute(
-                    "INSERT INTO brokers (name, tax_id, license_no) VALUES ('RR', 'RRTAX1', 'RRL1')"
-                )
+                b.execute("SELECT register_broker('RR', 'RRTAX1', 'RRL1')")
                 result["b"] = None
             except psycopg.Error as exc:
                 result["b"] = exc

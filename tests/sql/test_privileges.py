@@ -85,13 +85,12 @@ def test_application_role_trades_reads_and_administers(app_db_url: str, world: W
             "SELECT quantity FROM holds WHERE account_id = %s", [world.account]
         ).fetchone() == (70,)
         app.execute("INSERT INTO clients (name, tax_id) VALUES ('By app', 'APPCL1')")
-        app.execute(
-            "INSERT INTO brokers (name, tax_id, license_no) VALUES ('By app', 'APPBR1', 'AB-1')"
-        )
+        app.execute("SELECT register_broker('By app', 'APPBR1', 'AB-1')")
         app.execute(
             "UPDATE accounts SET status = 'frozen' WHERE account_id = %s", [world.other_account]
         )
-        # The rules still bind it, through its grants: the broker-owned claim ran as the owner.
+        # The rules still bind it: a plain insert of a broker whose tax id owns an account is
+        # refused by the check that runs as the owner (the application cannot read the claims).
         with pytest.raises(psycopg.Error) as caught:
             app.execute(
                 "INSERT INTO brokers (name, tax_id, license_no) SELECT 'x', tax_id, 'X-9' FROM clients WHERE client_id = %s",

@@ -291,15 +291,87 @@ def test_a_client_without_accounts_may_share_a_tax_id_with_nobody_else(
     # A client record alone owns nothing: registering a broker with its tax id is allowed,
     # and from then on that client can never open an account.
     conn.execute("INSERT INTO clients (name, tax_id) VALUES ('Future broker', 'FUTUREB1')")
-    conn.execute(
-        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Future', 'FUTUREB1', 'FB1')"
-    )
+    conn.execute("SELECT register_broker('Future', 'FUTUREB1', 'FB1')")
     client_id = scalar(conn, "SELECT client_id FROM clients WHERE tax_id = 'FUTUREB1'")
     refused(
         conn,
         "SL007",
         "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
         [client_id, world.broker_a],
+    )
+
+
+def test_every_writer_claims_the_tax_identity_first(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    """Rule 4 stands on foreign keys to the claimed identity (migration 0011): a plain insert
+    of a broker or an account whose identity nobody claimed is refused; claimed, it goes in."""
+    refused(
+        conn,
+        "23503",
+        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Plain', 'PLAINB1', 'PB-1')",
+    )
+    conn.execute("SELECT claim_tax_identity('PLAINB1', true)")
+    conn.execute(
+        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Plain', 'PLAINB1', 'PB-1')"
+    )
+    client_id = scalar(
+        conn, "INSERT INTO clients (name, tax_id) VALUES ('Plain', 'PLAINC1') RETURNING client_id"
+    )
+    refused(
+        conn,
+        "23503",
+        "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s)",
+        [client_id, world.broker_a],
+    )
+    conn.execute("SELECT claim_tax_identity('PLAINC1', false)")
+    owner_tax_id = scalar(
+        conn,
+        "INSERT INTO accounts (client_id, broker_id) VALUES (%s, %s) RETURNING owner_tax_id",
+        [client_id, world.broker_a],
+    )
+    assert owner_tax_id == "PLAINC1"  # filled from the client
+    # A claim of the other kind is refused with the rule's own code.
+    refused(conn, "SL007", "SELECT claim_tax_identity('PLAINC1', true)")
+    refused(conn, "SL007", "SELECT claim_tax_identity('PLAINB1', false)")
+
+
+def test_the_foreign_keys_alone_keep_rule_4(conn: psycopg.Connection[Any], world: World) -> None:
+    """Without the read-only checks (the foreign keys are what makes the rule race-free), a
+    broker with an owner's tax id is still refused; the checks only give it its own code."""
+    conn.execute("DROP TRIGGER brokers_check_tax_identity ON brokers")
+    conn.execute("DROP TRIGGER accounts_check_tax_identity ON accounts")
+    owner_tax = scalar(conn, "SELECT tax_id FROM clients WHERE client_id = %s", [world.owner])
+    error = refused(
+        conn,
+        "23503",
+        "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Sneaky', %s, 'SNEAKY2')",
+        [owner_tax],
+    )
+    assert error.diag.constraint_name == "brokers_tax_identity_fkey"
+    broker_tax = scalar(conn, "SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a])
+    client_id = scalar(
+        conn,
+        "INSERT INTO clients (name, tax_id) VALUES ('Broker as client', %s) RETURNING client_id",
+        [broker_tax],
+    )
+    error = refused(
+        conn,
+        "23503",
+        "INSERT INTO accounts (client_id, broker_id, owner_tax_id) VALUES (%s, %s, %s)",
+        [client_id, world.broker_b, broker_tax],
+    )
+    assert error.diag.constraint_name == "accounts_tax_identity_fkey"
+
+
+def test_an_accounts_owner_tax_id_is_its_clients_and_never_changes(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    refused(
+        conn,
+        "SL011",
+        "UPDATE accounts SET owner_tax_id = 'OTHER1' WHERE account_id = %s",
+        [world.account],
     )
 
 

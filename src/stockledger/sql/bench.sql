@@ -4,8 +4,7 @@
 -- name: brokers
 -- Broker i and account j: broker of record of account j is 1 + (j - 1) mod brokers, which the
 -- pgbench scripts compute again (ids start at 1 in a fresh database).
-INSERT INTO brokers (name, tax_id, license_no)
-SELECT 'Bench broker ' || i, 'BENCHB' || i, 'BL-' || i
+SELECT register_broker('Bench broker ' || i, 'BENCHB' || i, 'BL-' || i)
 FROM generate_series(1, %(brokers)s) AS i;
 
 -- name: clients
@@ -14,8 +13,7 @@ SELECT 'Bench client ' || i, 'BENCHC' || i
 FROM generate_series(1, %(accounts)s) AS i;
 
 -- name: accounts
-INSERT INTO accounts (client_id, broker_id)
-SELECT i, 1 + (i - 1) %% %(brokers)s
+SELECT open_account(i, 1 + (i - 1) %% %(brokers)s)
 FROM generate_series(1, %(accounts)s) AS i
 ORDER BY i;
 

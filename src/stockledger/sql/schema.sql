@@ -10,7 +10,8 @@
 --                                        trades_admit_batch (set-wise), positions_quantity_check
 --   rule 2  append-only ledger          refuse_ledger_change on trades (row and statement)
 --   rule 3  executed_at order, seq      trades_admit / trades_admit_batch, under the lock
---   rule 4  no broker-owned accounts    tax_identities, claimed by both sides' triggers
+--   rule 4  no broker-owned accounts    tax_identities, claimed by register_broker() and
+--                                        open_account(); foreign keys make every writer claim
 --   rule 5  broker of record, active    trades_admit / trades_admit_batch, trade_batch
 --   rule 6  listed, active stocks       trades_admit / trades_admit_batch
 --   derived positions                   trades_apply_to_position, refuse_position_write
@@ -75,6 +76,25 @@ CREATE DOMAIN idempotency_request_hash AS bytea
 
 -- Reference tables -------------------------------------------------------------------------
 
+-- Rule 4. One row per legal identity that is a broker or owns an account. Whoever registers a
+-- broker or opens an account claims the flag here first (claim_tax_identity(), called by
+-- register_broker() and open_account()) with INSERT … ON CONFLICT, so two concurrent
+-- transactions meet on the same row lock (or on a serialization failure under REPEATABLE READ)
+-- instead of each checking the other's table and both succeeding; and brokers and accounts
+-- point at their flagged row with foreign keys, so that no writer can skip the claim. No
+-- trigger writes this table: on a Citus cluster triggers run on shards, where writing another
+-- table is refused (docs/scale-out.md).
+CREATE TABLE tax_identities (
+    tax_id       text NOT NULL,
+    is_broker    boolean NOT NULL DEFAULT false,
+    owns_account boolean NOT NULL DEFAULT false,
+    CONSTRAINT tax_identities_pkey PRIMARY KEY (tax_id),
+    -- What brokers and accounts point at: (tax_id, true) exists only once claimed.
+    CONSTRAINT tax_identities_broker_key UNIQUE (tax_id, is_broker),
+    CONSTRAINT tax_identities_owner_key UNIQUE (tax_id, owns_account),
+    CONSTRAINT tax_identities_not_broker_and_owner CHECK (NOT (is_broker AND owns_account))
+);
+
 CREATE TABLE clients (
     client_id  bigint GENERATED ALWAYS AS IDENTITY,
     name       text NOT NULL,
@@ -83,6 +103,8 @@ CREATE TABLE clients (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT clients_pkey PRIMARY KEY (client_id),
     CONSTRAINT clients_tax_id_key UNIQUE (tax_id),
+    -- What an account's (client_id, owner_tax_id) points at.
+    CONSTRAINT clients_client_id_tax_id_key UNIQUE (client_id, tax_id),
     -- No control characters, no blank name.
     CONSTRAINT clients_name_check
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
@@ -101,7 +123,12 @@ CREATE TABLE brokers (
     license_no text NOT NULL,
     status     text NOT NULL DEFAULT 'active',
     created_at timestamptz NOT NULL DEFAULT now(),
+    claims_broker boolean NOT NULL DEFAULT true,
     CONSTRAINT brokers_pkey PRIMARY KEY (broker_id),
+    -- Rule 4: a broker stands on its tax identity claimed as a broker's.
+    CONSTRAINT brokers_claims_broker_check CHECK (claims_broker),
+    CONSTRAINT brokers_tax_identity_fkey
+        FOREIGN KEY (tax_id, claims_broker) REFERENCES tax_identities (tax_id, is_broker),
     CONSTRAINT brokers_tax_id_key UNIQUE (tax_id),
     CONSTRAINT brokers_license_no_key UNIQUE (license_no),
     CONSTRAINT brokers_name_check
@@ -139,18 +166,6 @@ CREATE TABLE stocks (
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]')
 );
 
--- Rule 4. One row per legal identity that is a broker or owns an account. Both sides claim
--- their flag here with INSERT … ON CONFLICT, so two concurrent transactions meet on the same
--- row lock (or on a serialization failure under REPEATABLE READ) instead of each checking the
--- other's table and both succeeding.
-CREATE TABLE tax_identities (
-    tax_id       text NOT NULL,
-    is_broker    boolean NOT NULL DEFAULT false,
-    owns_account boolean NOT NULL DEFAULT false,
-    CONSTRAINT tax_identities_pkey PRIMARY KEY (tax_id),
-    CONSTRAINT tax_identities_not_broker_and_owner CHECK (NOT (is_broker AND owns_account))
-);
-
 -- Per-account tables: keyed and uniquely constrained with account_id (SPEC §1.3) -----------
 
 CREATE TABLE accounts (
@@ -159,10 +174,19 @@ CREATE TABLE accounts (
     broker_id  bigint NOT NULL,
     status     text NOT NULL DEFAULT 'open',
     opened_at  timestamptz NOT NULL DEFAULT now(),
+    -- The owner's tax id, filled from the client by accounts_check_tax_identity.
+    owner_tax_id text NOT NULL,
+    claims_owner boolean NOT NULL DEFAULT true,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients (client_id),
     CONSTRAINT accounts_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
-    CONSTRAINT accounts_status_check CHECK (status IN ('open', 'frozen', 'closed'))
+    CONSTRAINT accounts_status_check CHECK (status IN ('open', 'frozen', 'closed')),
+    -- Rule 4: an account stands on its owner's tax identity claimed as an owner's.
+    CONSTRAINT accounts_claims_owner_check CHECK (claims_owner),
+    CONSTRAINT accounts_owner_fkey
+        FOREIGN KEY (client_id, owner_tax_id) REFERENCES clients (client_id, tax_id),
+    CONSTRAINT accounts_tax_identity_fkey
+        FOREIGN KEY (owner_tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account)
 );
 CREATE INDEX accounts_client_id_idx ON accounts (client_id);
 CREATE INDEX accounts_broker_id_idx ON accounts (broker_id);
@@ -247,39 +271,92 @@ HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
 
 -- Functions: rule 4, no broker-owned accounts ---------------------------------------------
 
--- Each side claims its flag on the tax identity's one row: a broker being registered and an
--- account being opened for the same tax id meet on that row's lock, and the second refuses
--- (SL007). SECURITY DEFINER: the application may not write tax_identities itself.
-CREATE FUNCTION brokers_claim_tax_identity() RETURNS trigger
+-- The claim (SL007 when the identity is claimed the other way), and the two functions that
+-- claim and insert in one statement: what the API and the CLI call. SECURITY DEFINER: the
+-- application may not write tax_identities itself.
+CREATE FUNCTION claim_tax_identity(p_tax_id text, p_as_broker boolean) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
-    INSERT INTO tax_identities AS ti (tax_id, is_broker) VALUES (NEW.tax_id, true)
-    ON CONFLICT (tax_id) DO UPDATE SET is_broker = true WHERE NOT ti.owns_account;
+    INSERT INTO tax_identities AS ti (tax_id, is_broker, owns_account)
+    VALUES (p_tax_id, p_as_broker, NOT p_as_broker)
+    ON CONFLICT (tax_id) DO UPDATE
+        SET is_broker = ti.is_broker OR p_as_broker,
+            owns_account = ti.owns_account OR NOT p_as_broker
+        WHERE CASE WHEN p_as_broker THEN NOT ti.owns_account ELSE NOT ti.is_broker END;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'tax id % owns a brokerage account and cannot be registered as a broker',
-            NEW.tax_id USING ERRCODE = 'SL007';
+        IF p_as_broker THEN
+            RAISE EXCEPTION 'tax id % owns a brokerage account and cannot be registered as a broker',
+                p_tax_id USING ERRCODE = 'SL007';
+        END IF;
+        RAISE EXCEPTION 'tax id % is a registered broker''s and cannot own an account', p_tax_id
+            USING ERRCODE = 'SL007';
     END IF;
-    RETURN NULL;
 END
 $$;
 
-CREATE FUNCTION accounts_claim_tax_identity() RETURNS trigger
+CREATE FUNCTION register_broker(p_name text, p_tax_id text, p_license_no text) RETURNS SETOF brokers
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM claim_tax_identity(p_tax_id, true);
+    RETURN QUERY
+    INSERT INTO brokers (name, tax_id, license_no) VALUES (p_name, p_tax_id, p_license_no)
+    RETURNING *;
+END
+$$;
+
+CREATE FUNCTION open_account(p_client_id bigint, p_broker_id bigint) RETURNS SETOF accounts
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
     v_tax_id text;
 BEGIN
-    SELECT tax_id INTO v_tax_id FROM clients WHERE client_id = NEW.client_id;
-    INSERT INTO tax_identities AS ti (tax_id, owns_account) VALUES (v_tax_id, true)
-    ON CONFLICT (tax_id) DO UPDATE SET owns_account = true WHERE NOT ti.is_broker;
+    SELECT c.tax_id INTO v_tax_id FROM clients c WHERE c.client_id = p_client_id;
+    IF FOUND THEN
+        PERFORM claim_tax_identity(v_tax_id, false);
+    END IF;  -- an unknown client is refused by the insert's foreign key
+    RETURN QUERY
+    INSERT INTO accounts (client_id, broker_id) VALUES (p_client_id, p_broker_id)
+    RETURNING *;
+END
+$$;
+
+-- Read-only checks, as the owner (the application cannot read the claims): a broker or an
+-- account whose identity is claimed the other way is refused with SL007 before the foreign keys
+-- would refuse it less clearly; an account's owner_tax_id is its client's. On a cluster they
+-- run on the shards, where reading is allowed.
+CREATE FUNCTION brokers_check_tax_identity() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM tax_identities ti WHERE ti.tax_id = NEW.tax_id AND ti.owns_account) THEN
+        RAISE EXCEPTION 'tax id % owns a brokerage account and cannot be registered as a broker',
+            NEW.tax_id USING ERRCODE = 'SL007';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION accounts_check_tax_identity() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    SELECT c.tax_id INTO NEW.owner_tax_id FROM clients c WHERE c.client_id = NEW.client_id;
     IF NOT FOUND THEN
+        RAISE EXCEPTION 'client % does not exist', NEW.client_id
+            USING ERRCODE = '23503', CONSTRAINT = 'accounts_client_id_fkey';
+    END IF;
+    IF EXISTS (SELECT FROM tax_identities ti WHERE ti.tax_id = NEW.owner_tax_id AND ti.is_broker) THEN
         RAISE EXCEPTION 'client % has the tax id of a registered broker and cannot own an account',
             NEW.client_id USING ERRCODE = 'SL007';
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END
 $$;
 
@@ -850,10 +927,10 @@ $$;
 
 -- Triggers --------------------------------------------------------------------------------
 
-CREATE TRIGGER brokers_claim_tax_identity AFTER INSERT ON brokers
-    FOR EACH ROW EXECUTE FUNCTION brokers_claim_tax_identity();
-CREATE TRIGGER accounts_claim_tax_identity AFTER INSERT ON accounts
-    FOR EACH ROW EXECUTE FUNCTION accounts_claim_tax_identity();
+CREATE TRIGGER brokers_check_tax_identity BEFORE INSERT ON brokers
+    FOR EACH ROW EXECUTE FUNCTION brokers_check_tax_identity();
+CREATE TRIGGER accounts_check_tax_identity BEFORE INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_check_tax_identity();
 
 CREATE TRIGGER clients_tax_id_immutable BEFORE UPDATE OF tax_id ON clients
     FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
@@ -867,6 +944,9 @@ CREATE TRIGGER accounts_client_id_immutable BEFORE UPDATE OF client_id ON accoun
 CREATE TRIGGER accounts_broker_id_immutable BEFORE UPDATE OF broker_id ON accounts
     FOR EACH ROW WHEN (OLD.broker_id IS DISTINCT FROM NEW.broker_id)
     EXECUTE FUNCTION refuse_immutable_change('broker_id');
+CREATE TRIGGER accounts_owner_tax_id_immutable BEFORE UPDATE OF owner_tax_id ON accounts
+    FOR EACH ROW WHEN (OLD.owner_tax_id IS DISTINCT FROM NEW.owner_tax_id)
+    EXECUTE FUNCTION refuse_immutable_change('owner_tax_id');
 CREATE TRIGGER broker_keys_secret_immutable BEFORE UPDATE OF secret_hash, broker_id ON broker_keys
     FOR EACH ROW EXECUTE FUNCTION refuse_immutable_change('secret_hash');
 CREATE TRIGGER broker_keys_revocation_final BEFORE UPDATE OF revoked_at ON broker_keys
@@ -897,9 +977,11 @@ CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
 
 -- Grants ----------------------------------------------------------------------------------
 
--- Functions are executable by PUBLIC by default; the application may call only these four.
+-- Functions are executable by PUBLIC by default; the application may call only these six.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+    register_broker(text, text, text),
+    open_account(bigint, bigint),
     trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text),
     trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, text),
     trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[], timestamptz[], text[]),

@@ -21,12 +21,14 @@ INSERT INTO clients (name, tax_id, email) VALUES (%(name)s, %(tax_id)s, %(email)
 RETURNING client_id, name, tax_id, email, created_at;
 
 -- name: insert_broker
-INSERT INTO brokers (name, tax_id, license_no) VALUES (%(name)s, %(tax_id)s, %(license_no)s)
-RETURNING broker_id, name, tax_id, license_no, status, created_at;
+-- register_broker() claims the tax identity and inserts, in one statement (rule 4).
+SELECT broker_id, name, tax_id, license_no, status, created_at
+FROM register_broker(%(name)s, %(tax_id)s, %(license_no)s);
 
 -- name: insert_account
-INSERT INTO accounts (client_id, broker_id) VALUES (%(client_id)s, %(broker_id)s)
-RETURNING account_id, client_id, broker_id, status, opened_at;
+-- open_account() claims the owner's tax identity and inserts, in one statement (rule 4).
+SELECT account_id, client_id, broker_id, status, opened_at
+FROM open_account(%(client_id)s, %(broker_id)s);
 
 -- name: insert_stock
 INSERT INTO stocks (symbol, name) VALUES (%(symbol)s, %(name)s)
