@@ -30,6 +30,7 @@ def driver_error(
     constraint: str | None = None,
     detail: str | None = None,
     base: type[psycopg.Error] = psycopg.DatabaseError,
+    message: str | None = None,
 ) -> psycopg.Error:
     """A driver error as psycopg raises it after a server's refusal (sqlstate, diag)."""
 
@@ -40,7 +41,7 @@ def driver_error(
 
         @property
         def diag(self) -> Any:
-            return _Diag(f"refused ({sqlstate})", constraint, detail)
+            return _Diag(message or f"refused ({sqlstate})", constraint, detail)
 
     error: psycopg.Error = Refusal("refused")
     return error
@@ -135,3 +136,47 @@ def test_nothing_but_stockledger_errors_leave_the_boundary() -> None:
         raise driver_error("SL001")
     assert caught.value.code == ErrorCode.INSUFFICIENT_HOLDINGS
     assert isinstance(caught.value.__cause__, psycopg.Error)  # kept for the operator's log
+
+
+def relayed(sqlstate: str, message: str) -> psycopg.Error:
+    """An error as a Citus coordinator relays a worker's: no constraint name in its fields."""
+    return driver_error(sqlstate, None, message=message)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "code", "constraint"),
+    [
+        (
+            "23505",
+            'duplicate key value violates unique constraint "trades_client_order_id_key_102041"',
+            ErrorCode.ALREADY_EXISTS,
+            "trades_client_order_id_key",
+        ),
+        (
+            "23503",
+            'insert or update on table "accounts_102142" violates foreign key constraint '
+            '"accounts_broker_id_fkey_102142"',
+            ErrorCode.NOT_FOUND,
+            "accounts_broker_id_fkey",
+        ),
+        (
+            "23514",
+            'new row for relation "clients_102136" violates check constraint '
+            '"clients_name_check_102136"',
+            ErrorCode.INVALID_REQUEST,
+            "clients_name_check",
+        ),
+    ],
+)
+def test_an_error_relayed_by_citus_maps_as_the_local_one(
+    sqlstate: str, message: str, code: ErrorCode, constraint: str
+) -> None:
+    local = from_database(driver_error(sqlstate, constraint))
+    relayed_error = from_database(relayed(sqlstate, message))
+    assert relayed_error.code == local.code == code
+    assert relayed_error.extra.get("constraint") == constraint
+
+
+def test_control_without_the_relayed_name_a_duplicate_is_no_longer_already_exists() -> None:
+    error = from_database(relayed("23505", "duplicate key value violates a constraint"))
+    assert error.code == ErrorCode.INVALID_REQUEST

@@ -106,7 +106,7 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     sqlstate = exc.sqlstate or ""
     diag = exc.diag
     message = diag.message_primary or "database error"
-    constraint = diag.constraint_name or ""
+    constraint = diag.constraint_name or relayed_constraint(sqlstate, message)
     if sqlstate in SQLSTATE_CODES:
         code, fixed_detail = SQLSTATE_CODES[sqlstate]
         return StockledgerError(code, fixed_detail or message, extra=_batch_position(diag))
@@ -128,6 +128,23 @@ def from_database(exc: psycopg.Error) -> StockledgerError:
     if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
         return unavailable()
     return StockledgerError(ErrorCode.INTERNAL_ERROR, "unexpected database error")
+
+
+# A Citus worker's error reaches the client through the coordinator with its SQLSTATE, message,
+# detail, hint and context only (Citus's remote_commands.c copies no other field): the
+# constraint's name is gone from the diagnostics. It is still in PostgreSQL's own message for
+# the integrity errors (`… constraint "accounts_client_id_fkey_102009"`), suffixed with the
+# shard's id. Read from there, for those errors only, when the field is empty; this needs the
+# workers' messages in English (lc_messages = C or en), as PostgreSQL writes them by default.
+_RELAYED_CONSTRAINT = re.compile(r'constraint "([a-z0-9_]+?)(?:_[0-9]+)?"')
+
+
+def relayed_constraint(sqlstate: str, message: str) -> str:
+    """The constraint a relayed integrity error names in its message ("" if none)."""
+    if not sqlstate.startswith("23"):
+        return ""
+    match = _RELAYED_CONSTRAINT.search(message)
+    return match[1] if match else ""
 
 
 _CONNECTION_FAILED = re.compile(r"connection to (server (?:at|on) .*?) failed: (?:FATAL:\s+)?(.*)")
