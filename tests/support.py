@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -417,3 +418,22 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
+
+
+def constraint_of(error: psycopg.Error) -> str | None:
+    """The constraint a refused statement names, as callers are told it (stockledger.db.
+    boundary): the diagnostic field, or on a Citus cluster, which relays no such field, the
+    name in PostgreSQL's message."""
+    from stockledger.db.boundary import from_database
+
+    found = from_database(error).extra.get("constraint")
+    return str(found) if found else None
+
+
+def column_of(error: psycopg.Error) -> str | None:
+    """The column an immutability refusal (SL011) names: the diagnostic field, or on a Citus
+    cluster the column in its message ("accounts_102009.broker_id cannot be changed")."""
+    if error.diag.column_name:
+        return error.diag.column_name
+    match = re.search(r"\.(\w+) cannot be changed", error.diag.message_primary or "")
+    return match[1] if match else None

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support import World, add_stock, ledger_snapshot, scalar
+from tests.support import World, add_stock, column_of, constraint_of, ledger_snapshot, scalar
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
@@ -348,7 +348,7 @@ def test_the_foreign_keys_alone_keep_rule_4(conn: psycopg.Connection[Any], world
         "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Sneaky', %s, 'SNEAKY2')",
         [owner_tax],
     )
-    assert error.diag.constraint_name == "brokers_tax_identity_fkey"
+    assert constraint_of(error) == "brokers_tax_identity_fkey"
     broker_tax = scalar(conn, "SELECT tax_id FROM brokers WHERE broker_id = %s", [world.broker_a])
     client_id = scalar(
         conn,
@@ -361,7 +361,7 @@ def test_the_foreign_keys_alone_keep_rule_4(conn: psycopg.Connection[Any], world
         "INSERT INTO accounts (client_id, broker_id, owner_tax_id) VALUES (%s, %s, %s)",
         [client_id, world.broker_b, broker_tax],
     )
-    assert error.diag.constraint_name == "accounts_tax_identity_fkey"
+    assert constraint_of(error) == "accounts_tax_identity_fkey"
 
 
 def test_an_accounts_owner_tax_id_is_its_clients_and_never_changes(
@@ -388,7 +388,7 @@ def test_identity_and_ownership_are_immutable(
     conn: psycopg.Connection[Any], world: World, statement: str, column: str
 ) -> None:
     error = refused(conn, "SL011", statement)
-    assert error.diag.column_name == column
+    assert column_of(error) == column
 
 
 # Rule 5: account and broker rules -------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_reference_data_constraints(
     with pytest.raises(psycopg.Error) as caught:
         conn.execute(statement)
     assert caught.value.sqlstate in {"23514", "23505", "23503"}
-    assert caught.value.diag.constraint_name == constraint
+    assert constraint_of(caught.value) == constraint
 
 
 @pytest.mark.parametrize(
@@ -516,7 +516,7 @@ def test_trade_value_constraints(
     with pytest.raises(psycopg.Error) as caught:
         insert_trade(conn, world, side=side, **overrides)
     assert caught.value.sqlstate == "23514"
-    assert caught.value.diag.constraint_name == constraint
+    assert constraint_of(caught.value) == constraint
     assert ledger_snapshot(conn) == before
 
 
@@ -547,7 +547,7 @@ def test_client_order_id_is_unique_per_account_and_broker(
     insert_trade(conn, world, client_order_id="ORDER-1")
     with pytest.raises(psycopg.Error) as caught:
         insert_trade(conn, world, client_order_id="ORDER-1")
-    assert caught.value.diag.constraint_name == "trades_client_order_id_key"
+    assert constraint_of(caught.value) == "trades_client_order_id_key"
     # The same id on another account is someone else's order.
     insert_trade(
         conn, world, account=world.other_account, broker=world.broker_b, client_order_id="ORDER-1"
