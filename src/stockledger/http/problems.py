@@ -67,21 +67,27 @@ def _handle_http(exc: HTTPException) -> Response:
     return response
 
 
+def error_response(exc: Exception, where: str) -> Response:
+    """The answer to anything raised while handling a request (``where``: its method and
+    path, for the log): a StockledgerError as its problem, anything else as a 500 that says
+    nothing inside. The Flask handler and the trade path (trade_path.py) both answer so."""
+    if isinstance(exc, StockledgerError):
+        if exc.status >= 500:
+            # The database's own words (the translated error's cause) for the operator.
+            _log.warning("%s on %s: %s", exc.code, where, exc.__cause__ or exc)
+        return problem_response(exc)
+    # A bug: log it with its traceback for the operator, tell the caller nothing inside.
+    _log.error("unhandled error on %s", where, exc_info=exc)
+    return problem_response(
+        StockledgerError(ErrorCode.INTERNAL_ERROR, "an unexpected error occurred")
+    )
+
+
 def _handle_any(exc: Exception) -> Response:
     refused = credentials_refused()
     if refused is not None:
         return refused
-    if isinstance(exc, StockledgerError):
-        if exc.status >= 500:
-            # The database's own words (the translated error's cause) for the operator.
-            cause = exc.__cause__ or exc
-            _log.warning("%s on %s %s: %s", exc.code, request.method, request.path, cause)
-        return problem_response(exc)
-    # A bug: log it with its traceback for the operator, tell the caller nothing inside.
-    _log.exception("unhandled error on %s %s", request.method, request.path)
-    return problem_response(
-        StockledgerError(ErrorCode.INTERNAL_ERROR, "an unexpected error occurred")
-    )
+    return error_response(exc, f"{request.method} {request.path}")
 
 
 def register(app: Flask) -> None:

@@ -29,10 +29,9 @@ from pydantic import ValidationError
 
 from stockledger.config import Settings
 from stockledger.db.pool import Database
-from stockledger.errors import ErrorCode, StockledgerError
 from stockledger.http import auth
 from stockledger.http.params import IdempotencyHeader
-from stockledger.http.problems import problem_response
+from stockledger.http.problems import error_response
 from stockledger.http.strict_json import loads_strict
 from stockledger.registry.keys import PresentedKey
 from stockledger.serve import metrics
@@ -60,13 +59,13 @@ class TradePath:
         if taken is None:
             return self.fallback(environ, start_response)
         request, key, idempotency_key = taken
-        response = self._execute(request, key, idempotency_key)
+        route = environ["PATH_INFO"]
+        response = self._execute(route, request, key, idempotency_key)
         if response is None:
             # The key is no longer its broker's (broker_keys refuses that change, so this does
             # not happen): nothing was written, and the app authenticates afresh.
             auth.forget_key(key.key_id)
             return self.fallback(environ, start_response)
-        route = environ["PATH_INFO"]
         metrics.request_done("POST", route, response.status_code, time.perf_counter() - started)
         metrics.pool_observed(self.database.pool.get_stats)
         return response(environ, start_response)
@@ -111,7 +110,7 @@ class TradePath:
         return request.model_copy(update={"broker_id": key.broker_id}), key, header.idempotency_key
 
     def _execute(
-        self, request: TradeRequest, key: PresentedKey, idempotency_key: str | None
+        self, route: str, request: TradeRequest, key: PresentedKey, idempotency_key: str | None
     ) -> Response | None:
         try:
             conn: psycopg.Connection[Any] = self.database.getconn()
@@ -119,16 +118,8 @@ class TradePath:
                 result = trades.execute_trade_for_key(conn, request, key, idempotency_key)
             finally:
                 self.database.putconn(conn)
-        except StockledgerError as error:
-            if error.status >= 500:
-                cause = error.__cause__ or error
-                _log.warning("%s on POST trade: %s", error.code, cause)
-            return problem_response(error)
-        except Exception:
-            # A bug: logged with its traceback, answered as the app answers one.
-            _log.exception("unhandled error on POST trade")
-            internal = StockledgerError(ErrorCode.INTERNAL_ERROR, "an unexpected error occurred")
-            return problem_response(internal)
+        except Exception as exc:  # answered as the app answers it (one function for both)
+            return error_response(exc, f"POST {route}")
         if result is None:
             return None
         # As the app's jsonify writes it: compact, ASCII, keys in order, a final newline.
