@@ -78,6 +78,13 @@ def on_citus(config: pytest.Config) -> bool:
 
 
 @pytest.fixture(scope="session")
+def cluster(pytestconfig: pytest.Config) -> bool:
+    """Whether this run is the distributed tier: for the few answers a cluster gives
+    differently, each documented in docs/scale-out.md."""
+    return on_citus(pytestconfig)
+
+
+@pytest.fixture(scope="session")
 def pg_server(reachable_tmp: Path, pytestconfig: pytest.Config) -> Iterator[Server]:
     if on_citus(pytestconfig):
         yield from citus_cluster(reachable_tmp)
@@ -116,6 +123,14 @@ def citus_cluster(reachable_tmp: Path) -> Iterator[Server]:
     if started.returncode != 0:
         raise RuntimeError(f"the Citus cluster did not start:\n{started.stderr}")
     nodes = tuple(f"postgresql://postgres@127.0.0.1:{base + i}/postgres" for i in range(3))
+    for node in nodes:
+        with psycopg.connect(node, autocommit=True) as conn:
+            # For every session of the tier (the application's connections set their own
+            # options, so the URL cannot carry these): the tests that remove a rule on purpose
+            # (DROP or DISABLE a trigger) may do so on distributed tables too, and no
+            # statement waits forever (a hang fails its test instead of stopping the run).
+            conn.execute("ALTER ROLE ALL SET citus.enable_unsafe_triggers = on")
+            conn.execute("ALTER ROLE ALL SET statement_timeout = '120s'")
     try:
         yield CitusServer(nodes[0], node_urls=nodes)
     finally:

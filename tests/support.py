@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -165,51 +166,67 @@ class CitusServer(Server):
     node_urls: tuple[str, ...] = ()  # each node's postgres database, the coordinator first
 
     def create_database(self, name: str, template: str | None = None) -> str:
+        if template is not None:
+            # A copy per node, made at once on the three: a test's database costs one copy.
+            with ThreadPoolExecutor(len(self.node_urls)) as pool:
+                list(pool.map(lambda node: self._copy(node, name, template), self.node_urls))
+            return self.url_for(name)
         for node in self.node_urls:
             with psycopg.connect(node, autocommit=True) as conn:
-                if template is None:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                else:
-                    self._copy(conn, name, template)
-        if template is None:
-            for node in self.node_urls:
-                with psycopg.connect(make_conninfo(node, dbname=name), autocommit=True) as conn:
-                    conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-            coordinator, *workers = self.node_urls
-            with psycopg.connect(make_conninfo(coordinator, dbname=name), autocommit=True) as conn:
-                host, port = _host_port(coordinator)
-                conn.execute("SELECT citus_set_coordinator_host(%s, %s)", [host, port])
-                for worker in workers:
-                    conn.execute("SELECT citus_add_node(%s, %s)", list(_host_port(worker)))
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for node in self.node_urls:
+            with psycopg.connect(make_conninfo(node, dbname=name), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
+        coordinator, *workers = self.node_urls
+        with psycopg.connect(make_conninfo(coordinator, dbname=name), autocommit=True) as conn:
+            host, port = _host_port(coordinator)
+            conn.execute("SELECT citus_set_coordinator_host(%s, %s)", [host, port])
+            for worker in workers:
+                conn.execute("SELECT citus_add_node(%s, %s)", list(_host_port(worker)))
         return self.url_for(name)
 
     @staticmethod
-    def _copy(conn: psycopg.Connection[Any], name: str, template: str) -> None:
+    def _copy(node: str, name: str, template: str) -> None:
         # Citus's maintenance daemon (and the coordinator's cached connections) keep sessions
-        # in the template: end them, and try again if one came back in between.
+        # in the template: the first copy closes it to new sessions and ends those it has
+        # (a copy is open again: ALLOW_CONNECTIONS is not copied).
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
             sql.Identifier(name), sql.Identifier(template)
         )
-        for attempt in range(50):
+        with psycopg.connect(node, autocommit=True) as conn:
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [template],
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(template)
+                )
             )
-            try:
-                conn.execute(statement)
-                return
-            except psycopg.errors.ObjectInUse:
-                if attempt == 49:
-                    raise
-                time.sleep(0.05)
+            for attempt in range(50):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [template],
+                )
+                try:
+                    conn.execute(statement)
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.05)
 
     def drop_database(self, name: str) -> None:
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         for node in self.node_urls:
             with psycopg.connect(node, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                # A session the coordinator opens in between (its connection cache, the
+                # maintenance daemon) can still hold it for a moment: try again.
+                for attempt in range(50):
+                    try:
+                        conn.execute(statement)
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        if attempt == 49:
+                            raise
+                        time.sleep(0.05)
 
 
 def _host_port(url: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@ set-wise by one statement trigger; the first failing trade rejects the batch wit
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -15,6 +16,8 @@ from psycopg import sql
 
 from stockledger.audit.verify import verify
 from stockledger.errors import StockledgerError
+from stockledger.registry import records
+from stockledger.registry.requests import AccountCreate
 from stockledger.trading import trades
 from stockledger.trading.requests import TradeRequest
 from tests.support import (
@@ -108,6 +111,40 @@ def test_the_first_failing_trade_rejects_the_batch_with_its_index(
     problem = response.get_json()
     assert problem["code"] == code and problem["batch_index"] == 2, problem
     assert ledger_snapshot(conn) == before
+
+
+def first_refused(conn: psycopg.Connection[Any], broker: int, accounts: list[int]) -> Any:
+    """The batch_index trade_batch() names for a batch of oversells, one per account."""
+    n = len(accounts)
+    try:
+        conn.execute(
+            "SELECT count(*) FROM trade_batch(%s, %s, %s, %s, %s, %s)",
+            [broker, accounts, ["AAPL"] * n, ["sell"] * n, [10**6] * n, [10] * n],
+        )
+    except psycopg.Error as error:
+        assert error.sqlstate == "SL001", error
+        return json.loads(error.diag.message_detail or "{}").get("batch_index")
+    raise AssertionError("a batch of oversells was accepted")
+
+
+def test_the_first_failing_trade_is_named_whichever_shard_holds_it(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    # Every trade fails; the first is trade 0. On a cluster each shard names the first failure
+    # among its own trades, and the shards answer in their own order: with eight accounts
+    # (spread over shards and workers) each put first in turn, a batch whose first account is
+    # not on the shard that answers first would name another index unless trade_batch() looks
+    # for the batch's first failure (migration 0012). Run on a cluster with that search
+    # removed, this test failed (docs/scale-out.md).
+    client_id = world.owner
+    accounts = [world.account] + [
+        records.open_account(conn, AccountCreate(client_id=client_id, broker_id=world.broker_a))[
+            "account_id"
+        ]
+        for _ in range(7)
+    ]
+    named = [first_refused(conn, world.broker_a, accounts[k:] + accounts[:k]) for k in range(8)]
+    assert named == [0] * 8
 
 
 def test_a_frozen_account_or_a_suspended_broker_rejects_the_batch(

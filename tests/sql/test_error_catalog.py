@@ -16,7 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from stockledger.db.boundary import CONSTRAINT_CODES, RETRYABLE_CONSTRAINTS, SQLSTATE_CODES
+from stockledger.db.boundary import (
+    CONSTRAINT_CODES,
+    RETRYABLE_CONSTRAINTS,
+    SQLSTATE_CODES,
+    unsharded_name,
+)
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
@@ -106,3 +111,23 @@ def test_control_a_misspelt_constraint_is_reported(conn: psycopg.Connection[Any]
     existing = database_constraints(conn)
     named = [*CONSTRAINT_CODES, "clients_taxid_key"]
     assert missing_constraints(named, existing) == {"clients_taxid_key"}
+
+
+def shard_like(names: Iterable[str]) -> set[str]:
+    return {name for name in names if unsharded_name(name) != name}
+
+
+def test_no_name_of_the_schema_ends_like_a_shards(conn: psycopg.Connection[Any]) -> None:
+    # The error boundary drops a shard's suffix from the names a cluster reports: a table,
+    # constraint or index of our own ending in "_" and digits would lose it too.
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    }
+    assert shard_like(database_constraints(conn) | tables) == set()
+
+
+def test_control_a_name_ending_like_a_shards_is_reported() -> None:
+    assert shard_like({"clients_tax_id_key", "trades_2026"}) == {"trades_2026"}

@@ -133,8 +133,15 @@ def test_selling_everything_leaves_zero_which_holdings_omit(
     ],
 )
 def test_ledger_refuses_update_delete_truncate(
-    conn: psycopg.Connection[Any], world: World, statement: str
+    conn: psycopg.Connection[Any], world: World, statement: str, cluster: bool
 ) -> None:
+    if cluster and statement.endswith("WHERE false"):
+        # A cluster prunes every shard of a statement that can match no row, and runs no
+        # statement trigger (docs/scale-out.md): nothing is refused, and nothing changes.
+        before = ledger_snapshot(conn)
+        conn.execute(statement)
+        assert ledger_snapshot(conn) == before
+        return
     refused(conn, "SL008", statement)
 
 
@@ -468,7 +475,7 @@ def test_reopened_account_and_reactivated_broker_trade_again(
         ("INSERT INTO stocks (symbol, name) VALUES ('XYZ', '  ')", "stocks_name_check"),
         ("UPDATE accounts SET status = 'asleep'", "accounts_status_check"),
         (
-            "INSERT INTO clients (name, tax_id) VALUES ('Dup', (SELECT tax_id FROM clients LIMIT 1))",
+            "INSERT INTO clients (name, tax_id) SELECT 'Dup', tax_id FROM clients LIMIT 1",
             "clients_tax_id_key",
         ),
         (

@@ -14,6 +14,7 @@ from stockledger.db.boundary import (
     SQLSTATE_CODES,
     from_database,
     translated,
+    unsharded_message,
 )
 from stockledger.errors import CODES, ErrorCode, StockledgerError
 
@@ -180,3 +181,24 @@ def test_an_error_relayed_by_citus_maps_as_the_local_one(
 def test_control_without_the_relayed_name_a_duplicate_is_no_longer_already_exists() -> None:
     error = from_database(relayed("23505", "duplicate key value violates a constraint"))
     assert error.code == ErrorCode.INVALID_REQUEST
+
+
+def test_a_shards_constraint_name_in_the_field_maps_as_the_tables() -> None:
+    # A reference table's replica on the coordinator answers locally: the field is filled,
+    # with the shard's copy's name.
+    error = from_database(driver_error("23505", "brokers_license_no_key_102137"))
+    assert (error.code, error.extra.get("constraint")) == (
+        ErrorCode.ALREADY_EXISTS,
+        "brokers_license_no_key",
+    )
+
+
+def test_a_message_names_tables_not_shards() -> None:
+    message = 'new row for relation "clients_102136" violates check constraint "x_check_7"'
+    assert unsharded_message(message) == (
+        'new row for relation "clients" violates check constraint "x_check"'
+    )
+    # Digits that are not a quoted shard suffix stay.
+    assert unsharded_message("account 4 holds 0 shares, cannot sell 5") == (
+        "account 4 holds 0 shares, cannot sell 5"
+    )

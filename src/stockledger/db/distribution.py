@@ -14,6 +14,7 @@ docs/scale-out.md says what a trigger on a shard may and may not do.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -26,6 +27,7 @@ PER_ACCOUNT = ("accounts", "trades", "positions", "idempotency_keys")
 REFERENCE = ("clients", "brokers", "stocks", "tax_identities", "broker_keys")
 # Tables that stay on the coordinator alone.
 COORDINATOR_ONLY = ("schema_migrations",)
+SHARD_SUFFIX = re.compile(r"_[0-9]+$")
 
 
 def citus_present(conn: psycopg.Connection[Any]) -> bool:
@@ -56,6 +58,12 @@ def unplaced_tables(conn: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in rows if row[0] not in named]
 
 
+def shard_like(tables: list[str]) -> list[str]:
+    """Names a shard's could be mistaken for: a trigger on a shard names its table by dropping
+    the shard's suffix (``accounts_102009``), so no table may end in an underscore and digits."""
+    return [table for table in tables if SHARD_SUFFIX.search(table)]
+
+
 def distribute(conn: psycopg.Connection[Any]) -> list[str]:
     """Place every table not placed yet; return the tables placed now."""
     unplaced = unplaced_tables(conn)
@@ -63,6 +71,9 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
         raise RuntimeError(
             f"no placement is defined for {', '.join(unplaced)} (db/distribution.py)"
         )
+    misleading = shard_like([*PER_ACCOUNT, *REFERENCE])
+    if misleading:
+        raise RuntimeError(f"{', '.join(misleading)}: a table name may not end like a shard's")
     with translated():
         placed = {
             row[0]

@@ -60,8 +60,14 @@ def issue_key(conn: psycopg.Connection[Any], broker_id: int) -> dict[str, Any]:
 
 
 def revoke_key(conn: psycopg.Connection[Any], broker_id: int, key_id: str) -> dict[str, Any]:
+    """Revoke one key of a broker; revoking a revoked key answers it as it is."""
     params = {"key_id": key_id, "broker_id": broker_id}
-    return plain_row(fetch_existing(conn, query("revoke_broker_key"), params, "key"))
+    revoked = fetch_one(conn, query("revoke_broker_key"), params)
+    if revoked is None:
+        # Revoked already (here or by a concurrent call, whose commit this statement sees),
+        # or not a key of this broker.
+        revoked = fetch_existing(conn, query("broker_key"), params, "key")
+    return plain_row(revoked)
 
 
 def revoke_all_keys(conn: psycopg.Connection[Any], broker_id: int) -> int:

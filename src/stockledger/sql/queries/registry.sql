@@ -52,9 +52,15 @@ VALUES (%(key_id)s, %(broker_id)s, %(secret_hash)s)
 RETURNING key_id, broker_id, created_at;
 
 -- name: revoke_broker_key
-UPDATE broker_keys SET revoked_at = coalesce(revoked_at, now())
-WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s
+-- A live key only: a revocation is final, and its time is the first revocation's. (Not
+-- coalesce(revoked_at, now()): a cluster refuses now() inside coalesce in an UPDATE.)
+UPDATE broker_keys SET revoked_at = now()
+WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s AND revoked_at IS NULL
 RETURNING key_id, broker_id, created_at, revoked_at;
+
+-- name: broker_key
+SELECT key_id, broker_id, created_at, revoked_at FROM broker_keys
+WHERE key_id = %(key_id)s AND broker_id = %(broker_id)s;
 
 -- name: revoke_broker_keys
 UPDATE broker_keys SET revoked_at = now()
