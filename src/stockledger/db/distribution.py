@@ -28,6 +28,14 @@ REFERENCE = ("clients", "brokers", "stocks", "tax_identities", "broker_keys")
 # Tables that stay on the coordinator alone.
 COORDINATOR_ONLY = ("schema_migrations",)
 SHARD_SUFFIX = re.compile(r"_[0-9]+$")
+# Functions that work on one account, by the argument that names it: the coordinator hands a
+# call to the worker that holds the account's shards, which runs all of it there (one hop,
+# no statement of it crossing the network; Citus's function call delegation).
+DELEGATED = {
+    "trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text)": "p_account_id",
+    "trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, "
+    "text)": "p_account_id",
+}
 
 
 def citus_present(conn: psycopg.Connection[Any]) -> bool:
@@ -65,6 +73,31 @@ def shard_like(tables: list[str]) -> list[str]:
 
 
 def distribute(conn: psycopg.Connection[Any]) -> list[str]:
+    """Place every table not placed yet, and delegate the per-account functions; return the
+    tables placed now."""
+    placed = place_tables(conn)
+    delegate_functions(conn)
+    return placed
+
+
+def delegate_functions(conn: psycopg.Connection[Any]) -> None:
+    """Distribute each function of DELEGATED by its account argument (again after a migration
+    replaced it: CREATE OR REPLACE keeps the distribution)."""
+    with translated():
+        for signature, argument in DELEGATED.items():
+            row = conn.execute(
+                "SELECT distribution_argument_index FROM pg_dist_object "
+                "WHERE classid = 'pg_proc'::regclass AND objid = %s::regprocedure",
+                [signature],
+            ).fetchone()
+            if row is None or row[0] is None:
+                conn.execute(
+                    "SELECT create_distributed_function(%s::regprocedure, %s, colocate_with => %s)",
+                    [signature, argument, PER_ACCOUNT[0]],
+                )
+
+
+def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """Place every table not placed yet; return the tables placed now."""
     unplaced = unplaced_tables(conn)
     if unplaced:

@@ -255,8 +255,10 @@ $$;
 
 
 -- The insert of trade_batch(): its first p_count trades (all of them, or the trades before a
--- failing one, when trade_batch() looks for the batch's first failure). Not callable by the
--- application: trade_batch() checks the caller's accounts and locks them first.
+-- failing one, when trade_batch() looks for the batch's first failure), numbered after each
+-- account's latest trade (p_last_*). Not callable by the application: trade_batch() checks
+-- the caller's accounts, locks them and reads their latest trades first. It reads no table
+-- itself, so that on a cluster the coordinator only routes its rows to their shards.
 CREATE FUNCTION trade_batch_insert(
     p_broker_id bigint,
     p_batch_id bigint,
@@ -268,7 +270,10 @@ CREATE FUNCTION trade_batch_insert(
     p_quantities bigint[],
     p_prices numeric[],
     p_executed_ats timestamp with time zone[],
-    p_client_order_ids text[]
+    p_client_order_ids text[],
+    p_last_accounts bigint[],
+    p_last_seqs bigint[],
+    p_last_ats timestamp with time zone[]
 ) RETURNS SETOF trade_rows
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -283,19 +288,6 @@ CREATE FUNCTION trade_batch_insert(
              WITH ORDINALITY AS x(account_id, symbol, side, quantity, price, executed_at,
                                   client_order_id, i)
         WHERE x.i <= p_count
-    ),
-    -- MATERIALIZED: once per account. Inlined, the generic plan looked the latest trade up
-    -- again for every trade of the batch (half of a batch's time). Taken from accounts (the
-    -- batch's accounts, joined on account_id): on a cluster, the distributed planner refuses
-    -- the same lateral join taken from the batch's own rows.
-    last_trade AS MATERIALIZED (
-        SELECT a.account_id, l.seq, l.executed_at
-        FROM accounts a
-        LEFT JOIN LATERAL (
-            SELECT t.seq, t.executed_at FROM trades t
-            WHERE t.account_id = a.account_id ORDER BY t.seq DESC LIMIT 1
-        ) l ON true
-        WHERE a.account_id = ANY (p_account_ids[1:p_count])
     )
     INSERT INTO trades AS t (account_id, broker_id, symbol, side, quantity, price, executed_at,
                              client_order_id, seq, batch_id)
@@ -305,7 +297,9 @@ CREATE FUNCTION trade_batch_insert(
            x.client_order_id,
            coalesce(l.seq, 0) + row_number() OVER (PARTITION BY x.account_id ORDER BY x.i),
            p_batch_id
-    FROM input x JOIN last_trade l ON l.account_id = x.account_id
+    FROM input x
+    JOIN unnest(p_last_accounts, p_last_seqs, p_last_ats) AS l(account_id, seq, executed_at)
+      ON l.account_id = x.account_id
     ORDER BY x.i
     -- The columns of trade_rows, in its order (PostgreSQL checks the shape): read back
     -- through the view instead, 10,000 rows would cost 10,000 index probes.
@@ -313,7 +307,8 @@ CREATE FUNCTION trade_batch_insert(
               t.price::numeric, t.executed_at, t.seq, t.client_order_id::text;
 $$;
 REVOKE EXECUTE ON FUNCTION trade_batch_insert(bigint, bigint, timestamptz, integer, bigint[],
-    text[], text[], bigint[], numeric[], timestamp with time zone[], text[]) FROM PUBLIC;
+    text[], text[], bigint[], numeric[], timestamp with time zone[], text[], bigint[], bigint[],
+    timestamp with time zone[]) FROM PUBLIC;
 
 
 -- Up to thousands of trades of one broker, all or nothing, in one round trip. The caller's
@@ -344,6 +339,10 @@ DECLARE
     v_message text;
     v_detail  text;
     v_failing integer;
+    -- The batch's accounts and their latest trades before it.
+    v_last_accounts bigint[];
+    v_last_seqs     bigint[];
+    v_last_ats      timestamptz[];
 BEGIN
     IF n = 0 OR n > 100000
        OR coalesce(cardinality(p_symbols), 0) <> n OR coalesce(cardinality(p_sides), 0) <> n
@@ -360,7 +359,9 @@ BEGIN
     -- decides it.
     SELECT u.i - 1 AS idx, u.account_id, a.account_id IS NULL AS missing INTO v_foreign
     FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
-    LEFT JOIN accounts a ON a.account_id = u.account_id
+    -- The filter prunes a cluster's read to the shards of the batch's accounts.
+    LEFT JOIN (SELECT account_id, broker_id FROM accounts WHERE account_id = ANY (p_account_ids)) a
+           ON a.account_id = u.account_id
     WHERE a.broker_id IS DISTINCT FROM p_broker_id
     ORDER BY u.i LIMIT 1;
     IF FOUND THEN
@@ -372,17 +373,30 @@ BEGIN
     END IF;
 
     -- The caller's accounts, one at a time in account order: on a cluster a row lock must
-    -- name one account (one shard). Locked before their latest trades are read, so that the
-    -- seqs the insert gives continue them.
+    -- name one account (one shard).
     FOR v_account IN SELECT DISTINCT u FROM unnest(p_account_ids) u ORDER BY u LOOP
         PERFORM FROM accounts WHERE account_id = v_account FOR NO KEY UPDATE;
     END LOOP;
+
+    -- Once all are locked (a new statement, so a new snapshot: it sees every trade committed
+    -- before the locks were granted). The filters prune a cluster's read to the batch's
+    -- shards: Citus prunes each table by its own.
+    SELECT array_agg(a.account_id), array_agg(l.seq), array_agg(l.executed_at)
+    INTO v_last_accounts, v_last_seqs, v_last_ats
+    FROM accounts a
+    LEFT JOIN LATERAL (
+        SELECT t.seq, t.executed_at FROM trades t
+        WHERE t.account_id = a.account_id AND t.account_id = ANY (p_account_ids)
+        ORDER BY t.seq DESC LIMIT 1
+    ) l ON true
+    WHERE a.account_id = ANY (p_account_ids);
 
     v_batch := nextval('trade_batch_id_seq');
     BEGIN
         RETURN QUERY SELECT * FROM trade_batch_insert(
             p_broker_id, v_batch, v_now, n, p_account_ids, p_symbols, p_sides, p_quantities,
-            p_prices, p_executed_ats, p_client_order_ids);
+            p_prices, p_executed_ats, p_client_order_ids, v_last_accounts, v_last_seqs,
+            v_last_ats);
         RETURN;
     EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
                    OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE '22008' THEN
@@ -402,7 +416,8 @@ BEGIN
         BEGIN
             PERFORM FROM trade_batch_insert(
                 p_broker_id, v_batch, v_now, v_failing, p_account_ids, p_symbols, p_sides,
-                p_quantities, p_prices, p_executed_ats, p_client_order_ids);
+                p_quantities, p_prices, p_executed_ats, p_client_order_ids, v_last_accounts,
+                v_last_seqs, v_last_ats);
             -- Nothing before it fails: it is the first (the refusal below undoes the trades
             -- inserted here).
             EXIT;
