@@ -339,7 +339,9 @@ DECLARE
     v_message text;
     v_detail  text;
     v_failing integer;
-    -- The batch's accounts and their latest trades before it.
+    -- The batch's accounts, those of the caller, and their latest trades before it.
+    v_accounts      bigint[];
+    v_mine          bigint[];
     v_last_accounts bigint[];
     v_last_seqs     bigint[];
     v_last_ats      timestamptz[];
@@ -353,20 +355,26 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
+    -- The batch's accounts, once each, in order; every read below is filtered by them, which
+    -- prunes a cluster's reads to the batch's shards (Citus prunes each table by its own
+    -- filter).
+    v_accounts := ARRAY(SELECT DISTINCT u FROM unnest(p_account_ids) u ORDER BY u);
+
     -- The first trade on an account of another broker (or none) answers as a missing
     -- account, before anything is locked or inserted: no account of another broker is
     -- locked or waited for (SPEC §2.4). The broker of record never changes, so a plain read
     -- decides it.
-    SELECT u.i - 1 AS idx, u.account_id, a.account_id IS NULL AS missing INTO v_foreign
-    FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
-    -- The filter prunes a cluster's read to the shards of the batch's accounts.
-    LEFT JOIN (SELECT account_id, broker_id FROM accounts WHERE account_id = ANY (p_account_ids)) a
-           ON a.account_id = u.account_id
-    WHERE a.broker_id IS DISTINCT FROM p_broker_id
-    ORDER BY u.i LIMIT 1;
-    IF FOUND THEN
+    v_mine := ARRAY(SELECT account_id FROM accounts
+                    WHERE account_id = ANY (v_accounts) AND broker_id = p_broker_id);
+    IF cardinality(v_mine) <> cardinality(v_accounts) THEN
+        SELECT u.i - 1 AS idx, u.account_id INTO v_foreign
+        FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
+        WHERE u.account_id IS NULL OR NOT u.account_id = ANY (v_mine)
+        ORDER BY u.i LIMIT 1;
         RAISE EXCEPTION USING
-            ERRCODE = CASE WHEN v_foreign.missing THEN 'SL009' ELSE 'SL004' END,
+            ERRCODE = CASE WHEN EXISTS (SELECT FROM accounts
+                                        WHERE account_id = v_foreign.account_id)
+                           THEN 'SL004' ELSE 'SL009' END,
             MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
                              v_foreign.idx, v_foreign.account_id, p_broker_id),
             DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
@@ -374,22 +382,21 @@ BEGIN
 
     -- The caller's accounts, one at a time in account order: on a cluster a row lock must
     -- name one account (one shard).
-    FOR v_account IN SELECT DISTINCT u FROM unnest(p_account_ids) u ORDER BY u LOOP
+    FOREACH v_account IN ARRAY v_accounts LOOP
         PERFORM FROM accounts WHERE account_id = v_account FOR NO KEY UPDATE;
     END LOOP;
 
     -- Once all are locked (a new statement, so a new snapshot: it sees every trade committed
-    -- before the locks were granted). The filters prune a cluster's read to the batch's
-    -- shards: Citus prunes each table by its own.
+    -- before the locks were granted).
     SELECT array_agg(a.account_id), array_agg(l.seq), array_agg(l.executed_at)
     INTO v_last_accounts, v_last_seqs, v_last_ats
     FROM accounts a
     LEFT JOIN LATERAL (
         SELECT t.seq, t.executed_at FROM trades t
-        WHERE t.account_id = a.account_id AND t.account_id = ANY (p_account_ids)
+        WHERE t.account_id = a.account_id AND t.account_id = ANY (v_accounts)
         ORDER BY t.seq DESC LIMIT 1
     ) l ON true
-    WHERE a.account_id = ANY (p_account_ids);
+    WHERE a.account_id = ANY (v_accounts);
 
     v_batch := nextval('trade_batch_id_seq');
     BEGIN
