@@ -76,8 +76,45 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
     """Place every table not placed yet, and delegate the per-account functions; return the
     tables placed now."""
     placed = place_tables(conn)
+    propagate_definitions(conn)
     delegate_functions(conn)
     return placed
+
+
+def propagate_definitions(conn: psycopg.Connection[Any]) -> None:
+    """Put every view and function of the schema on the workers too, where the rules' triggers
+    and the delegated functions run. Made while Citus was installed, they are there already;
+    made before (a single node's database moved onto a cluster), Citus leaves them on the
+    coordinator: a view is declared again (Citus then propagates it), a function is handed to
+    create_distributed_function()."""
+    with translated(), conn.transaction():
+        views = conn.execute(
+            "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' "
+            "AND NOT EXISTS (SELECT FROM pg_dist_object d "
+            "                WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid) "
+            "AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass "
+            "                AND e.objid = c.oid AND e.deptype = 'e') "  # an extension's
+            "ORDER BY c.oid"
+        ).fetchall()
+        for name, definition in views:
+            # The definition is the catalog's own text (pg_get_viewdef), never input.
+            conn.execute(
+                sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(
+                    sql.Identifier(name), sql.SQL(definition.rstrip().rstrip(";"))
+                )
+            )
+        functions = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "WHERE p.pronamespace = 'public'::regnamespace "
+            "AND NOT EXISTS (SELECT FROM pg_dist_object d "
+            "                WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid) "
+            "AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass "
+            "                AND e.objid = p.oid AND e.deptype = 'e') "
+            "ORDER BY p.oid"
+        ).fetchall()
+        for (signature,) in functions:
+            conn.execute("SELECT create_distributed_function(%s::regprocedure)", [signature])
 
 
 def delegate_functions(conn: psycopg.Connection[Any]) -> None:
@@ -95,6 +132,14 @@ def delegate_functions(conn: psycopg.Connection[Any]) -> None:
                     "SELECT create_distributed_function(%s::regprocedure, %s, colocate_with => %s)",
                     [signature, argument, PER_ACCOUNT[0]],
                 )
+
+
+def holds_rows(conn: psycopg.Connection[Any], tables: list[str]) -> bool:
+    return any(
+        conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t))).fetchone()
+        == (True,)
+        for t in tables
+    )
 
 
 def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
@@ -129,6 +174,14 @@ def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
                         sql.Identifier(table), sql.Identifier(name)
                     )
                 )
+            if holds_rows(conn, pending):
+                # A single node's book, moved onto the cluster (docs/scale-out.md): Citus copies
+                # each table's rows into its shards, where the rules' triggers would take them
+                # for new trades (and refuse a stored seq). They were checked when written
+                # (`stockledger verify` first); the copy, on every node, skips the triggers.
+                # Superuser only, so not asked of a fresh cluster.
+                conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
+                conn.execute("SET LOCAL session_replication_role = replica")
             for table in PER_ACCOUNT:
                 if table in pending:
                     colocate = "default" if table == PER_ACCOUNT[0] else PER_ACCOUNT[0]
