@@ -78,7 +78,26 @@ def distribute(conn: psycopg.Connection[Any]) -> list[str]:
     placed = place_tables(conn)
     propagate_definitions(conn)
     delegate_functions(conn)
+    let_writers_lock_reference_shards(conn)
     return placed
+
+
+def let_writers_lock_reference_shards(conn: psycopg.Connection[Any]) -> None:
+    """Before a write to a reference table, Citus locks its shard and those of every reference
+    table its foreign keys reach (brokers → tax_identities) on the first worker, through a
+    function that asks the writer for a table-wide write privilege on each: the application
+    role, which may update only brokers.status and may not write tax_identities at all, is
+    refused (42501). Those checks are skipped for this database, on every node (Citus
+    propagates the setting): its privileges stay as narrow as on one PostgreSQL, and what a
+    user of this database could do in exchange is take those locks, not change data."""
+    with translated():
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET citus.skip_advisory_lock_permission_checks = on").format(
+                sql.Identifier(name[0])
+            )
+        )
 
 
 def propagate_definitions(conn: psycopg.Connection[Any]) -> None:

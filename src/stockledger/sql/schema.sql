@@ -1101,6 +1101,22 @@ END
 $$;
 
 
+-- An API key is issued as the schema's owner, like the broker it belongs to (register_broker()):
+-- a new broker and its first key are one transaction, and on a cluster a transaction that
+-- writes reference tables once as the owner and once as the application waits on itself on
+-- the first worker (Citus locks the reference tables' shards there per user's connection, and
+-- cancels the transaction as a distributed deadlock).
+CREATE FUNCTION issue_broker_key(p_broker_id bigint, p_key_id text, p_secret_hash bytea)
+    RETURNS SETOF broker_keys
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    INSERT INTO broker_keys (key_id, broker_id, secret_hash)
+    VALUES (p_key_id, p_broker_id, p_secret_hash)
+    RETURNING *;
+$$;
+
+
 -- The broker of a live API key, or SL013 (unknown key, wrong secret, revoked) or SL005
 -- (suspended broker). The digest is compared in constant time over its bytes.
 CREATE FUNCTION broker_of_key(p_key_id text, p_secret_hash bytea) RETURNS bigint
@@ -1177,7 +1193,7 @@ CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
 
 -- Grants ----------------------------------------------------------------------------------
 
--- Functions are executable by PUBLIC by default; the application may call only these six.
+-- Functions are executable by PUBLIC by default; the application may call only these seven.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     register_broker(text, text, text),
@@ -1185,7 +1201,8 @@ GRANT EXECUTE ON FUNCTION
     trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text),
     trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, text),
     trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[], timestamptz[], text[]),
-    broker_of_key(text, bytea)
+    broker_of_key(text, bytea),
+    issue_broker_key(bigint, text, bytea)
     TO stockledger_app;
 
 -- It reads what it serves and writes reference data with plain INSERT and UPDATE (the

@@ -514,3 +514,21 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+
+-- An API key is issued as the schema's owner, like the broker it belongs to (register_broker()):
+-- a new broker and its first key are one transaction, and on a cluster a transaction that
+-- writes reference tables once as the owner and once as the application waits on itself on
+-- the first worker (Citus locks the reference tables' shards there per user's connection, and
+-- cancels the transaction as a distributed deadlock).
+CREATE FUNCTION issue_broker_key(p_broker_id bigint, p_key_id text, p_secret_hash bytea)
+    RETURNS SETOF broker_keys
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    INSERT INTO broker_keys (key_id, broker_id, secret_hash)
+    VALUES (p_key_id, p_broker_id, p_secret_hash)
+    RETURNING *;
+$$;
+REVOKE EXECUTE ON FUNCTION issue_broker_key(bigint, text, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION issue_broker_key(bigint, text, bytea) TO stockledger_app;

@@ -47,9 +47,10 @@ UPDATE brokers SET status = %(status)s WHERE broker_id = %(broker_id)s
 RETURNING broker_id, name, tax_id, license_no, status, created_at;
 
 -- name: insert_broker_key
-INSERT INTO broker_keys (key_id, broker_id, secret_hash)
-VALUES (%(key_id)s, %(broker_id)s, %(secret_hash)s)
-RETURNING key_id, broker_id, created_at;
+-- As the schema's owner, like register_broker() (docs/scale-out.md: one user per transaction
+-- for the writes to reference tables).
+SELECT key_id, broker_id, created_at
+FROM issue_broker_key(%(broker_id)s, %(key_id)s, %(secret_hash)s);
 
 -- name: revoke_broker_key
 -- A live key only: a revocation is final, and its time is the first revocation's. (Not
