@@ -131,9 +131,11 @@ def citus_cluster(reachable_tmp: Path) -> Iterator[Server]:
             # statement waits forever (a hang fails its test instead of stopping the run).
             conn.execute("ALTER ROLE ALL SET citus.enable_unsafe_triggers = on")
             conn.execute("ALTER ROLE ALL SET statement_timeout = '120s'")
+    server = CitusServer(nodes[0], node_urls=nodes)
     try:
-        yield CitusServer(nodes[0], node_urls=nodes)
+        yield server
     finally:
+        server.finish()
         subprocess.run(
             ["bash", str(CLUSTER_SCRIPT), "stop", str(directory)],
             env=env, capture_output=True, timeout=120, check=False,

@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -164,12 +164,22 @@ class CitusServer(Server):
     every node at once, which gives an independent distributed database (docs/scale-out.md)."""
 
     node_urls: tuple[str, ...] = ()  # each node's postgres database, the coordinator first
+    # The next test's copy of a template is made, and a finished test's database dropped, in
+    # the background, one at a time, while tests run: a test waits for neither.
+    _background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1), compare=False, repr=False
+    )
+    _ready: dict[str, Future[str]] = field(default_factory=dict, compare=False, repr=False)
 
     def create_database(self, name: str, template: str | None = None) -> str:
         if template is not None:
-            # A copy per node, made at once on the three: a test's database costs one copy.
-            with ThreadPoolExecutor(len(self.node_urls)) as pool:
-                list(pool.map(lambda node: self._copy(node, name, template), self.node_urls))
+            prepared = self._ready.pop(template, None)
+            if prepared is None:
+                self._copy_everywhere(name, template)
+            else:
+                self._rename_everywhere(prepared.result(), name)
+            spare = f"sl_spare_{uuid.uuid4().hex[:12]}"
+            self._ready[template] = self._background.submit(self._spare, spare, template)
             return self.url_for(name)
         for node in self.node_urls:
             with psycopg.connect(node, autocommit=True) as conn:
@@ -184,6 +194,31 @@ class CitusServer(Server):
             for worker in workers:
                 conn.execute("SELECT citus_add_node(%s, %s)", list(_host_port(worker)))
         return self.url_for(name)
+
+    def _copy_everywhere(self, name: str, template: str) -> None:
+        # A copy per node, made at once on the three.
+        with ThreadPoolExecutor(len(self.node_urls)) as pool:
+            list(pool.map(lambda node: self._copy(node, name, template), self.node_urls))
+
+    def _spare(self, name: str, template: str) -> str:
+        self._copy_everywhere(name, template)
+        return name
+
+    def _rename_everywhere(self, old: str, new: str) -> None:
+        statement = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(old), sql.Identifier(new)
+        )
+        for node in self.node_urls:
+            with psycopg.connect(node, autocommit=True) as conn:
+                conn.execute(statement)
+
+    def finish(self) -> None:
+        """Wait for the background's copies and drops, and drop the spare copies."""
+        spares = list(self._ready.values())
+        self._ready.clear()
+        self._background.shutdown(wait=True)
+        for spare in spares:
+            self._drop_now(spare.result())
 
     @staticmethod
     def _copy(node: str, name: str, template: str) -> None:
@@ -214,6 +249,9 @@ class CitusServer(Server):
                     time.sleep(0.05)
 
     def drop_database(self, name: str) -> None:
+        self._background.submit(self._drop_now, name)
+
+    def _drop_now(self, name: str) -> None:
         statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         for node in self.node_urls:
             with psycopg.connect(node, autocommit=True) as conn:
