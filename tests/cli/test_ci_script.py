@@ -93,9 +93,10 @@ def test_a_postgres15_that_cannot_be_set_up_fails_ci(tmp_path: Path, ci_script: 
 def test_a_passing_run_passes_and_runs_every_check(tmp_path: Path, ci_script: str) -> None:
     status, calls = _run_ci(tmp_path, ci_script, failing=set())
     assert status == 0, calls
-    for program in ("pytest", "ruff", "mypy", "postgres15"):
+    for program in ("pytest", "ruff", "mypy", "postgres15", "citus-cluster"):
         assert any(call.startswith(program) for call in calls), (program, calls)
-    assert sum(call.startswith("pytest") for call in calls) == 2, calls
+    assert sum(call.startswith("pytest") for call in calls) == 3, calls
+    assert any(call.startswith("pytest -m citus") for call in calls), calls
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -117,3 +118,11 @@ def test_control_a_substitution_in_the_command_line_hides_the_failure(
     inline = ci_script.replace(separate, 'TEST_DATABASE_URL="$(bash scripts/postgres15)"')
     status, calls = _run_ci(tmp_path, inline, failing={"postgres15"})
     assert status == 0, calls
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_a_citus_build_that_fails_fails_ci(tmp_path: Path, ci_script: str) -> None:
+    """The distributed tier must not be skipped quietly when Citus cannot be built."""
+    status, calls = _run_ci(tmp_path, ci_script, failing={"citus-cluster"})
+    assert status != 0, calls
+    assert not any(call.startswith("pytest -m citus") for call in calls), calls
