@@ -114,12 +114,20 @@ def test_the_first_failing_trade_rejects_the_batch_with_its_index(
 
 
 def first_refused(conn: psycopg.Connection[Any], broker: int, accounts: list[int]) -> Any:
-    """The batch_index trade_batch() names for a batch of oversells, one per account."""
+    """The batch_index trade_batch() names for a batch that buys one share on every account,
+    then oversells on each (the first oversell is trade len(accounts))."""
     n = len(accounts)
     try:
         conn.execute(
             "SELECT count(*) FROM trade_batch(%s, %s, %s, %s, %s, %s)",
-            [broker, accounts, ["AAPL"] * n, ["sell"] * n, [10**6] * n, [10] * n],
+            [
+                broker,
+                accounts + accounts,
+                ["AAPL"] * (2 * n),
+                ["buy"] * n + ["sell"] * n,
+                [1] * n + [10**6] * n,
+                [10] * (2 * n),
+            ],
         )
     except psycopg.Error as error:
         assert error.sqlstate == "SL001", error
@@ -130,21 +138,21 @@ def first_refused(conn: psycopg.Connection[Any], broker: int, accounts: list[int
 def test_the_first_failing_trade_is_named_whichever_shard_holds_it(
     conn: psycopg.Connection[Any], world: World
 ) -> None:
-    # Every trade fails; the first is trade 0. On a cluster each shard names the first failure
-    # among its own trades, and the shards answer in their own order: with eight accounts
-    # (spread over shards and workers) each put first in turn, a batch whose first account is
-    # not on the shard that answers first would name another index unless trade_batch() looks
-    # for the batch's first failure (migration 0012). Run on a cluster with that search
-    # removed, this test failed (docs/scale-out.md).
-    client_id = world.owner
+    # Eight accounts (spread over shards and workers), each put first among the oversells in
+    # turn: the first failure is always trade 8. On a cluster each shard names the first
+    # failure among its own rows, counting its own rows only (a shard holding three of the
+    # accounts names its first oversell as trade 3), and the shards answer in their own order;
+    # trade_batch() finds the batch's first failure from the one a shard names (migration
+    # 0012). With that search removed (the shard's refusal re-raised as it came), the same
+    # batches on a cluster of 32 shards were named 1, 1, 1, 1, 1, 1, 1, 1 (docs/scale-out.md).
     accounts = [world.account] + [
-        records.open_account(conn, AccountCreate(client_id=client_id, broker_id=world.broker_a))[
+        records.open_account(conn, AccountCreate(client_id=world.owner, broker_id=world.broker_a))[
             "account_id"
         ]
         for _ in range(7)
     ]
     named = [first_refused(conn, world.broker_a, accounts[k:] + accounts[:k]) for k in range(8)]
-    assert named == [0] * 8
+    assert named == [8] * 8
 
 
 def test_a_frozen_account_or_a_suspended_broker_rejects_the_batch(
