@@ -141,6 +141,8 @@ def delegate_functions(conn: psycopg.Connection[Any]) -> None:
     replaced it: CREATE OR REPLACE keeps the distribution)."""
     with translated():
         for signature, argument in DELEGATED.items():
+            if conn.execute("SELECT to_regprocedure(%s)", [signature]).fetchone() == (None,):
+                continue  # not made yet (an earlier migration's placement)
             row = conn.execute(
                 "SELECT distribution_argument_index FROM pg_dist_object "
                 "WHERE classid = 'pg_proc'::regclass AND objid = %s::regprocedure",
@@ -172,20 +174,45 @@ def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
     if misleading:
         raise RuntimeError(f"{', '.join(misleading)}: a table name may not end like a shard's")
     with translated():
-        placed = {
+        existing = {
             row[0]
             for row in conn.execute(
-                "SELECT logicalrelid::regclass::text FROM pg_dist_partition"
+                "SELECT relname FROM pg_class "
+                "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
             ).fetchall()
         }
-        pending = [t for t in (*PER_ACCOUNT, *REFERENCE) if t not in placed]
+        # As its list says: hash-distributed, or a reference table. A table a migration made
+        # on a running cluster with a foreign key to a reference table is a Citus local table
+        # until it is placed.
+        placed = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT logicalrelid::regclass::text, "
+                "CASE WHEN partmethod = 'h' THEN 'distributed' "
+                "     WHEN repmodel = 't' THEN 'reference' ELSE 'local' END "
+                "FROM pg_dist_partition"
+            ).fetchall()
+        }
+        pending = [
+            t
+            for t, kind in [
+                *((t, "distributed") for t in PER_ACCOUNT),
+                *((t, "reference") for t in REFERENCE),
+            ]
+            if t in existing and placed.get(t) != kind
+        ]
         if not pending:
             return []
         with conn.transaction():
+            # Those of the tables placed now (from or to them): the placed ones keep theirs.
             foreign_keys = conn.execute(
                 "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
                 "FROM pg_constraint WHERE contype = 'f' "
-                "AND connamespace = 'public'::regnamespace ORDER BY conrelid, conname"
+                "AND connamespace = 'public'::regnamespace "
+                "AND (conrelid::regclass::text = ANY (%(pending)s) "
+                "     OR confrelid::regclass::text = ANY (%(pending)s)) "
+                "ORDER BY conrelid, conname",
+                {"pending": pending},
             ).fetchall()
             for table, name, _ in foreign_keys:
                 conn.execute(
@@ -201,6 +228,10 @@ def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
                 # Superuser only, so not asked of a fresh cluster.
                 conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
                 conn.execute("SET LOCAL session_replication_role = replica")
+            for table in pending:
+                if placed.get(table) == "local" and table in PER_ACCOUNT:
+                    # A Citus local table becomes a plain one again before it is distributed.
+                    conn.execute("SELECT undistribute_table(%s)", [table])
             for table in PER_ACCOUNT:
                 if table in pending:
                     colocate = "default" if table == PER_ACCOUNT[0] else PER_ACCOUNT[0]

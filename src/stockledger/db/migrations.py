@@ -110,6 +110,12 @@ def migrate(
             applied = []
             for migration in available() if migrations is None else migrations:
                 if migration.version not in done:
+                    if on_cluster and migration.version > LAST_PRE_CLUSTER_MIGRATION:
+                        # Everything made so far is placed before a later migration runs: it
+                        # meets distributed and reference tables, as an upgrade of a running
+                        # cluster does, and a table it makes is placed before the next one
+                        # fills it (docs/scale-out.md, "The pattern for later rules").
+                        distribution.distribute(conn)
                     _apply(conn, migration, locks)
                     applied.append(migration)
             if on_cluster:
@@ -118,6 +124,12 @@ def migrate(
             return applied
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+
+
+# Migrations up to this one were written before stockledger ran on a cluster: on a new cluster
+# they run on local tables, which are placed after them (some of their statements, run on
+# distributed tables, Citus refuses). Every later migration must run on the placed schema.
+LAST_PRE_CLUSTER_MIGRATION = 12
 
 
 def _apply(conn: psycopg.Connection[Any], migration: Migration, locks: LockPolicy) -> None:
