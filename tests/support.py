@@ -442,18 +442,22 @@ def correct(outcomes: list[tuple[int, int]]) -> bool:
     return all(sold == HELD // LOT and left == 0 for sold, left in outcomes)
 
 
+def _on_cluster(observer: psycopg.Connection[Any]) -> bool:
+    """Whether Citus's distributed wait graph (citus_lock_waits) is there to read: on a
+    cluster a session of the coordinator waits on locks held on the workers, which
+    pg_blocking_pids cannot see."""
+    row = observer.execute("SELECT to_regclass('pg_catalog.citus_lock_waits') IS NOT NULL")
+    found = row.fetchone()
+    return bool(found and found[0])
+
+
 def blockers_of(observer: psycopg.Connection[Any], pid: int) -> list[int]:
-    """The sessions `pid` waits on. On a Citus cluster a session of the coordinator waits on
-    locks held on the workers, which pg_blocking_pids cannot see: Citus's distributed wait
-    graph (citus_lock_waits) names both ends by global pid, whose last ten digits are the
-    coordinator's pid."""
-    row = observer.execute(
-        "SELECT pg_blocking_pids(%s), to_regclass('pg_catalog.citus_lock_waits') IS NOT NULL",
-        [pid],
-    ).fetchone()
+    """The sessions `pid` waits on; on a cluster from citus_lock_waits, which names both ends
+    by global pid, whose last ten digits are the coordinator's pid."""
+    row = observer.execute("SELECT pg_blocking_pids(%s)", [pid]).fetchone()
     assert row is not None
-    local, on_cluster = list(row[0]), row[1]
-    if local or not on_cluster:
+    local = list(row[0])
+    if local or not _on_cluster(observer):
         return local
     rows = observer.execute(
         "SELECT DISTINCT blocking_gpid %% 10000000000 FROM citus_lock_waits "
@@ -464,20 +468,15 @@ def blockers_of(observer: psycopg.Connection[Any], pid: int) -> list[int]:
 
 
 def sessions_waiting(observer: psycopg.Connection[Any]) -> int:
-    """How many sessions of this database wait on another's lock (on a Citus cluster, also
-    on locks held on the workers: citus_lock_waits, as in blockers_of)."""
+    """How many sessions of this database wait on another's lock (on a cluster, also on
+    locks held on the workers, as in blockers_of)."""
     row = observer.execute(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0",
     ).fetchone()
     assert row is not None
-    if row[0]:
+    if row[0] or not _on_cluster(observer):
         return int(row[0])
-    cluster = observer.execute(
-        "SELECT to_regclass('pg_catalog.citus_lock_waits') IS NOT NULL"
-    ).fetchone()
-    if not (cluster and cluster[0]):
-        return 0
     waits = observer.execute("SELECT count(DISTINCT waiting_gpid) FROM citus_lock_waits").fetchone()
     return int(waits[0]) if waits else 0
 
