@@ -343,7 +343,7 @@ def buy(
             broker_id=broker,
             symbol=symbol,
             side="buy",
-            quantity=quantity,
+            quantity=Decimal(quantity),
             price=Decimal("10.00"),
         ),
     )
@@ -375,6 +375,9 @@ def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     return (
         conn.execute("SELECT count(*), coalesce(max(trade_id), 0) FROM trades").fetchone(),
         conn.execute("SELECT * FROM positions ORDER BY account_id, symbol").fetchall(),
+        conn.execute("SELECT * FROM account_holders ORDER BY account_id, position").fetchall(),
+        conn.execute("SELECT broker_id, status, manager_id FROM brokers ORDER BY 1").fetchall(),
+        conn.execute("SELECT * FROM stock_prices ORDER BY symbol, as_of").fetchall(),
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -50,6 +51,7 @@ MAX_ID = 2**63 - 1
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000000")
 PRICE_STEP = Decimal("0.0001")
+QUANTITY_STEP = Decimal("0.000001")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
 CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]{1,255}$"
@@ -57,7 +59,6 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,16})?")
 
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Symbol = Annotated[str, Strict(), Field(pattern=SYMBOL_PATTERN)]
-Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)]
 
 
 def _parse_price(value: object) -> Decimal:
@@ -82,6 +83,38 @@ def _parse_price(value: object) -> Decimal:
     if not exact:
         raise PydanticCustomError("price_scale", "price may have at most 4 decimal places")
     return price.quantize(PRICE_STEP)
+
+
+def _parse_quantity(value: object) -> Decimal:
+    """Exact decimals (SPEC §2): a JSON number (an int, or a Decimal, never a float) or a plain
+    decimal string; > 0, at most 1,000,000,000, at most 6 decimal places. Whether a fraction
+    is allowed depends on the stock: only the database knows (rule 9)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise PydanticCustomError("quantity_type", "quantity must be a number or a decimal string")
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            raise PydanticCustomError("quantity_format", "quantity must look like 10 or 2.5")
+        value = Decimal(value)
+    quantity = Decimal(value)
+    if not quantity.is_finite():
+        raise PydanticCustomError("quantity_finite", "quantity must be a finite number")
+    if not Decimal(0) < quantity <= MAX_QUANTITY:
+        raise PydanticCustomError("quantity_range", "quantity must be > 0 and <= 1,000,000,000")
+    try:
+        exact = quantity.quantize(QUANTITY_STEP) == quantity
+    except InvalidOperation:
+        exact = False
+    if not exact:
+        raise PydanticCustomError("quantity_scale", "quantity may have at most 6 decimal places")
+    # One form per value, so that 10, "10" and 10.0 are one request (idempotency fingerprints).
+    return quantity_of(quantity)
+
+
+def quantity_of(quantity: Decimal) -> Decimal:
+    """The canonical form: no exponent, no trailing zeros (10, 2.5)."""
+    if quantity == quantity.to_integral_value():
+        return quantity.quantize(Decimal(1))
+    return quantity.normalize()
 
 
 def _require_rfc3339_text(value: object) -> object:
@@ -112,6 +145,21 @@ def _within_time_range(value: datetime) -> datetime:
 
 
 Price = Annotated[Decimal, BeforeValidator(_parse_price)]
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_parse_quantity),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_QUANTITY},
+                {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,16})?$"},
+            ],
+            "description": "shares: whole, or with up to 6 decimal places where the stock is "
+            "fractionable",
+            "examples": [10, 2.5],
+        }
+    ),
+]
 ExecutedAt = Annotated[
     AwareDatetime, BeforeValidator(_require_rfc3339_text), AfterValidator(_within_time_range)
 ]

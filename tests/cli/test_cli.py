@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
+from stockledger.audit.verify import INVARIANTS
 from stockledger.cli import main
 from stockledger.config import MIN_ADMIN_TOKEN_LENGTH, Settings
 from stockledger.db import migrations
@@ -29,7 +30,12 @@ def test_every_command_has_help(cli: Any) -> None:
         ["client", "add"],
         ["broker", "add"],
         ["account", "open"],
+        ["account", "holder", "add"],
+        ["account", "holder", "remove"],
         ["stock", "add"],
+        ["stock", "set"],
+        ["stock", "price"],
+        ["broker", "set"],
         ["trade"],
         ["holdings"],
         ["verify"],
@@ -38,6 +44,65 @@ def test_every_command_has_help(cli: Any) -> None:
     ):
         result = cli(*command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.stdout, command
+
+
+def test_the_real_books_from_the_command_line(cli: Any) -> None:
+    """Joint accounts, fractional shares, prices and supervision (SPEC §3), each by --json."""
+    ada, grace = (
+        ok_json(cli("client", "add", "--name", name, "--tax-id", tax_id, "--json"))["client_id"]
+        for name, tax_id in (("Ada", "CLIJ1"), ("Grace", "CLIJ2"))
+    )
+    with_address = ok_json(
+        cli(
+            "client", "add", "--name", "Al", "--tax-id", "CLIJ3", "--address", "1 Main St", "--json"
+        )
+    )
+    assert with_address["address"] == "1 Main St"
+    north, boss = (
+        ok_json(cli("broker", "add", "--name", n, "--tax-id", t, "--license", lic, "--json"))[
+            "broker_id"
+        ]
+        for n, t, lic in (("North", "CLIB1", "CB-1"), ("Boss", "CLIB2", "CB-2"))
+    )
+    managed = ok_json(
+        cli("broker", "set", "--broker", str(north), "--manager", str(boss), "--json")
+    )
+    assert managed["manager_id"] == boss
+    loop = cli("broker", "set", "--broker", str(boss), "--manager", str(north))
+    assert loop.exit_code == 1 and "loop" in loop.stderr
+    cleared = ok_json(cli("broker", "set", "--broker", str(north), "--manager", "none", "--json"))
+    assert cleared["manager_id"] is None
+    account = ok_json(
+        cli(
+            "account", "open", "--client", str(ada), "--client", str(grace),
+            "--broker", str(north), "--json",
+        )
+    )  # fmt: skip
+    assert account["holders"] == [ada, grace]
+    ids = ["--account", str(account["account_id"])]
+    removed = ok_json(cli("account", "holder", "remove", *ids, "--client", str(ada), "--json"))
+    assert removed["removed_at"] is not None
+    last = cli("account", "holder", "remove", *ids, "--client", str(grace))
+    assert last.exit_code == 1 and "last holder" in last.stderr
+    added = ok_json(cli("account", "holder", "add", *ids, "--client", str(ada), "--json"))
+    assert added["position"] == 3
+    ok_json(cli("stock", "add", "VTI", "--name", "Total Market", "--fractionable", "--json"))
+    ok_json(cli("stock", "add", "KO", "--name", "Coca-Cola", "--json"))
+    trade = [*ids, "--broker", str(north), "--side", "buy", "--price", "250", "--json"]
+    bought = ok_json(cli("trade", *trade, "--symbol", "VTI", "--quantity", "2.5"))
+    assert bought["trade"]["quantity"] == 2.5 and bought["position"]["quantity"] == 2.5
+    whole_only = cli("trade", *trade, "--symbol", "KO", "--quantity", "0.5")
+    assert whole_only.exit_code == 1 and "whole shares" in whole_only.stderr
+    price = ok_json(cli("stock", "price", "VTI", "251.125", "--json"))
+    assert price["price"] == "251.1250"
+    held = ok_json(cli("holdings", *ids, "--json"))
+    assert held["holdings"] == [
+        {"symbol": "VTI", "quantity": 2.5, "price": "251.1250", "market_value": "627.81"}
+    ]
+    table = cli("holdings", *ids).stdout
+    assert "VTI" in table and "627.81" in table
+    changed = ok_json(cli("stock", "set", "KO", "--fractionable", "--json"))
+    assert changed["fractionable"] is True
 
 
 def test_a_whole_session_with_json_ids(cli: Any) -> None:
@@ -141,7 +206,7 @@ def test_migrate_reports_the_schema_version(cli: Any) -> None:
 def test_verify_passes_on_a_healthy_ledger(cli: Any, world: World) -> None:
     result = cli("verify")
     assert result.exit_code == 0
-    assert result.stdout.count("ok ") == 7
+    assert result.stdout.count("ok ") == len(INVARIANTS)
 
 
 REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, as a bug might
@@ -200,6 +265,26 @@ REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, a
                 "FROM trades t, brokers b WHERE b.broker_id <> t.broker_id LIMIT 1",
             ],
             "trades_by_broker_of_record",
+        ),
+        (
+            [
+                REPLICA,
+                "INSERT INTO clients (name, tax_id) VALUES ('Joint broker', 'JOINTBRK')",
+                "INSERT INTO account_holders (account_id, position, client_id, tax_id) "
+                "SELECT account_id, 2, (SELECT client_id FROM clients WHERE tax_id = 'JOINTBRK'), "
+                "'JOINTBRK' FROM accounts LIMIT 1",
+                "INSERT INTO brokers (name, tax_id, license_no) VALUES ('Joint', 'JOINTBRK', 'J-1')",
+            ],
+            "no_broker_owned_account",
+        ),
+        ([REPLICA, "UPDATE account_holders SET removed_at = now()"], "every_account_has_a_holder"),
+        (
+            [
+                REPLICA,
+                "UPDATE brokers b SET manager_id = "
+                "(SELECT min(o.broker_id) FROM brokers o WHERE o.broker_id <> b.broker_id)",
+            ],
+            "no_supervision_cycle",
         ),
     ],
 )

@@ -103,6 +103,8 @@ def test_demo_prints_curl_commands_that_work(tmp_path: Path) -> None:
                 )
                 assert result.returncode == 0, (command, result.stdout, result.stderr)
                 assert '"code"' not in result.stdout, (command, result.stdout)
+                if "http_code" in command:  # the supervisor's trade, refused as it must be
+                    assert result.stdout.strip() == "403", (command, result.stdout)
         finally:
             assert demo.stop() == 0, demo.output()
 

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from stockledger.db.binaries import pg_binary
 from stockledger.registry import keys, records
-from stockledger.registry.requests import BrokerCreate
+from stockledger.registry.requests import BrokerChange, BrokerCreate, ClientCreate
 from tests.support import ADMIN_TOKEN, World, bearer
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
@@ -31,6 +31,8 @@ class Credentials:
     other: str  # broker B's live key
     suspended: str  # live key of a suspended broker
     admin: str
+    supervisor: str  # live key of broker A's manager
+    grand_supervisor: str  # live key of that manager's manager: two levels above A
 
 
 @pytest.fixture
@@ -42,6 +44,18 @@ def creds(conn: psycopg.Connection[Any], world: World) -> Credentials:
     )["broker_id"]
     suspended = keys.issue_key(conn, suspended_broker)["api_key"]
     conn.execute("UPDATE brokers SET status = 'suspended' WHERE broker_id = %s", [suspended_broker])
+    supervisors = []
+    for level in (1, 2):
+        supervisors.append(
+            records.add_broker(
+                conn,
+                BrokerCreate(
+                    name=f"Supervisor {level}", tax_id=f"SUP{level}", license_no=f"S-{level}"
+                ),
+            )["broker_id"]
+        )
+    for below, above in ((world.broker_a, supervisors[0]), (supervisors[0], supervisors[1])):
+        records.change_broker(conn, below, BrokerChange(manager_id=above))
     return Credentials(
         valid=world.key_a,
         wrong="slk_0123456789abcdef_" + "A" * 43,
@@ -49,11 +63,14 @@ def creds(conn: psycopg.Connection[Any], world: World) -> Credentials:
         other=world.key_b,
         suspended=suspended,
         admin=ADMIN_TOKEN,
+        supervisor=keys.issue_key(conn, supervisors[0])["api_key"],
+        grand_supervisor=keys.issue_key(conn, supervisors[1])["api_key"],
     )
 
 
 # The rule of every route. A route missing here fails test_every_route_has_a_rule.
 PUBLIC, ACCOUNT_READ, BROKER_WRITE, ADMIN = "public", "account read", "broker write", "admin"
+ANY_CALLER = "any caller"  # reference data: any authenticated caller reads it
 ROUTE_RULES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
@@ -84,7 +101,13 @@ ROUTE_RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/accounts"): ADMIN,
     ("PATCH", "/v1/accounts/<int:account_id>"): ADMIN,
     ("POST", "/v1/stocks"): ADMIN,
+    ("GET", "/v1/stocks/<symbol>"): ANY_CALLER,
+    ("PATCH", "/v1/stocks/<symbol>"): ADMIN,
+    ("POST", "/v1/stocks/<symbol>/prices"): ADMIN,
+    ("POST", "/v1/accounts/<int:account_id>/holders"): ADMIN,
+    ("DELETE", "/v1/accounts/<int:account_id>/holders/<int:client_id>"): ADMIN,
 }
+SUPERVISORS = ("supervisor", "grand_supervisor")
 
 _REFUSED = {
     "none": (401, "unauthenticated"),
@@ -97,25 +120,35 @@ _REFUSED = {
 OK = 0
 EXPECTED: dict[str, dict[str, tuple[int, str | None]]] = {
     PUBLIC: {
-        c: (OK, None) for c in ("none", "wrong", "revoked", "other", "suspended", "admin", "valid")
+        c: (OK, None)
+        for c in ("none", "wrong", "revoked", "other", "suspended", "admin", "valid", *SUPERVISORS)
     },
+    # A supervisor, at any depth, reads its team's accounts as their broker of record does...
     ACCOUNT_READ: {
         **_REFUSED,
         "other": (404, "not_found"),
         "admin": (OK, None),
         "valid": (OK, None),
+        **{s: (OK, None) for s in SUPERVISORS},
     },
+    # ...and never trades them: it is told so, where any other broker is told "not found".
     BROKER_WRITE: {
         **_REFUSED,
         "other": (404, "not_found"),
         "admin": (403, "forbidden"),
         "valid": (OK, None),
+        **{s: (403, "broker_not_authorized") for s in SUPERVISORS},
+    },
+    ANY_CALLER: {
+        **_REFUSED,
+        **{c: (OK, None) for c in ("other", "admin", "valid", *SUPERVISORS)},
     },
     ADMIN: {
         **_REFUSED,
         "other": (403, "forbidden"),
         "valid": (403, "forbidden"),
         "admin": (OK, None),
+        **{s: (403, "forbidden") for s in SUPERVISORS},
     },
 }
 
@@ -139,6 +172,8 @@ class Target:
     world: World
     trade_id: int
     spare_key_id: str  # a live key of broker A that the admin cell revokes
+    joint_holder: int  # a second holder of A's account, whom the admin cell removes
+    new_holder: int  # a client whom the admin cell adds as a holder
 
 
 def request_for(method: str, rule: str, t: Target) -> tuple[str, Any, int]:
@@ -184,6 +219,19 @@ def request_for(method: str, rule: str, t: Target) -> tuple[str, Any, int]:
             200,
         ),
         ("POST", "/v1/stocks"): ("/v1/stocks", {"symbol": f"S{unique[:5]}", "name": "S"}, 201),
+        ("GET", "/v1/stocks/<symbol>"): ("/v1/stocks/AAPL", None, 200),
+        ("PATCH", "/v1/stocks/<symbol>"): ("/v1/stocks/AAPL", {"fractionable": False}, 200),
+        ("POST", "/v1/stocks/<symbol>/prices"): ("/v1/stocks/AAPL/prices", {"price": "1.5"}, 201),
+        ("POST", "/v1/accounts/<int:account_id>/holders"): (
+            f"/v1/accounts/{w.account}/holders",
+            {"client_id": t.new_holder},
+            201,
+        ),
+        ("DELETE", "/v1/accounts/<int:account_id>/holders/<int:client_id>"): (
+            f"/v1/accounts/{w.account}/holders/{t.joint_holder}",
+            None,
+            200,
+        ),
     }
     if (method, rule) in concrete:
         return concrete[(method, rule)]
@@ -197,7 +245,12 @@ def target(conn: psycopg.Connection[Any], world: World) -> Target:
         "SELECT trade_id FROM trades WHERE account_id = %s", [world.account]
     ).fetchone()
     assert trade is not None
-    return Target(world, trade[0], keys.issue_key(conn, world.broker_a)["key_id"])
+    clients = [
+        records.add_client(conn, ClientCreate(name=name, tax_id=f"T{name.upper()}"))["client_id"]
+        for name in ("joint", "new")
+    ]
+    records.add_holder(conn, world.account, clients[0])
+    return Target(world, trade[0], keys.issue_key(conn, world.broker_a)["key_id"], *clients)
 
 
 def test_authorization_matrix(client: FlaskClient, target: Target, creds: Credentials) -> None:
@@ -215,7 +268,7 @@ def test_authorization_matrix(client: FlaskClient, target: Target, creds: Creden
                 assert response.mimetype == "application/problem+json"
                 assert response.get_json()["code"] == code, (method, rule, who)
             cells += 1
-    assert cells == len(ROUTE_RULES) * 7 == 203
+    assert cells == len(ROUTE_RULES) * 9 == 306
 
 
 def test_matrix_catches_a_route_without_authorization(

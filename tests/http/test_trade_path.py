@@ -198,6 +198,8 @@ def test_control_a_different_answer_is_noticed(
     # The trade path writing its JSON with json.dumps' default separators, as an obvious
     # implementation would: the comparison must fail.
     monkeypatch.setattr(
-        trade_path, "json", type("J", (), {"dumps": staticmethod(lambda obj, **_: json.dumps(obj))})
+        trade_path,
+        "json_text",
+        type("J", (), {"dumps": staticmethod(lambda obj, **_: json.dumps(obj, default=float))}),
     )
     assert not same(answer(off, {"body": BUY}), answer(on, {"body": BUY}))

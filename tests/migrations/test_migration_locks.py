@@ -49,7 +49,7 @@ def buy_one(conn: psycopg.Connection[Any], world: World) -> None:
         broker_id=world.broker_a,
         symbol="AAPL",
         side="buy",
-        quantity=1,
+        quantity=Decimal(1),
         price=Decimal("10"),
     )
     trades.execute_trade(conn, request)

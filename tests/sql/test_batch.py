@@ -298,7 +298,7 @@ def batch_seller(world: World, refused: list[str]) -> Any:
         broker_id=world.broker_a,
         symbol="MSFT",
         side="sell",
-        quantity=LOT // 2,
+        quantity=Decimal(LOT // 2),
         price=Decimal("10"),
     )
 
@@ -332,7 +332,7 @@ def refill(conn: psycopg.Connection[Any], world: World) -> None:
                 broker_id=world.broker_a,
                 symbol="MSFT",
                 side="buy",
-                quantity=HELD,
+                quantity=Decimal(HELD),
                 price=Decimal("10"),
             )
         ],

@@ -116,7 +116,7 @@ class Brokerage:
             broker_id=self.broker,
             symbol=symbol,
             side=side,
-            quantity=quantity,
+            quantity=Decimal(quantity),
             price=Decimal("10"),
             executed_at=executed_at,
             client_order_id=None,

@@ -4,6 +4,7 @@ with the SQLSTATE (and constraint name) the application maps, never by message t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -26,7 +27,7 @@ def insert_trade(
     world: World,
     *,
     side: str = "buy",
-    quantity: int = 1,
+    quantity: int | Decimal = 1,
     price: str = "10",
     symbol: str = "AAPL",
     account: int | None = None,

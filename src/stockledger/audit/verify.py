@@ -31,6 +31,8 @@ INVARIANTS = (
     "executed_at_ordered",
     "no_broker_owned_account",
     "trades_by_broker_of_record",
+    "every_account_has_a_holder",
+    "no_supervision_cycle",
 )
 
 

@@ -26,7 +26,7 @@ def load_accounts(conn: psycopg.Connection[Any], accounts: int, brokers: int) ->
     """Accounts 1..accounts, brokers 1..brokers, each account holding STARTING_HOLDING of every
     symbol (bought through trade_batch, so the rules applied to the setup too)."""
     params = {"accounts": accounts, "brokers": brokers, "symbols": SYMBOLS}
-    for name in ("brokers", "clients", "accounts", "stocks"):
+    for name in ("brokers", "clients", "accounts", "stocks", "prices"):
         conn.execute(statement(name), params)
     row = conn.execute(statement("layout_check"), params).fetchone()
     if row is None or row[0] != accounts:
@@ -70,7 +70,7 @@ def grow_history(
                  FROM generate_series(0, %(n)s - 1) i),
                 (SELECT array_agg(CASE i %% 2 WHEN 0 THEN 'buy' ELSE 'sell' END)
                  FROM generate_series(0, %(n)s - 1) i),
-                array_fill(1::bigint, ARRAY[%(n)s]),
+                array_fill(1::numeric, ARRAY[%(n)s]),
                 array_fill(100::numeric, ARRAY[%(n)s]))
             """,
             {"broker": broker, "account": account, "n": n},

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import functools
-import json
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from stockledger import json_text
 from stockledger.config import SettingError, Settings
 from stockledger.db import migrations
 from stockledger.db.embedded import EmbeddedServer
@@ -122,14 +121,13 @@ def database_url(settings: Settings, **options: bool) -> Iterator[str]:
 
 def emit(as_json: bool, value: Any, human: str | Callable[[], str]) -> None:
     if as_json:
-        click.echo(json.dumps(value, default=_json_default))
+        click.echo(json_text.dumps(value, default=_json_default))
     else:
         click.echo(human() if callable(human) else human)
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
+    # A Decimal is written as a number (a quantity: json_text); money is text already.
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")

@@ -10,11 +10,18 @@ from typing import Any
 
 import psycopg
 
-from stockledger.db.boundary import fetch_all, transaction
+from stockledger.db.boundary import fetch_all, fetch_one, transaction
 from stockledger.db.queries import query
 from stockledger.registry import keys as api_keys
 from stockledger.registry import records as admin
-from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate, StockCreate
+from stockledger.registry.requests import (
+    AccountCreate,
+    BrokerChange,
+    BrokerCreate,
+    ClientCreate,
+    PriceRecord,
+    StockCreate,
+)
 from stockledger.trading.requests import TradeRequest
 from stockledger.trading.trades import execute_trade
 
@@ -24,28 +31,34 @@ from stockledger.trading.trades import execute_trade
 BROKERS = [
     ("Northwind Securities", "DEMOBRK1", "DEMO-NW-0001"),
     ("Bluefin Brokerage", "DEMOBRK2", "DEMO-BF-0002"),
+    ("Northwind Compliance Desk", "DEMOBRK3", "DEMO-NW-0003"),
 ]
+# (broker index, its supervisor's index): the compliance desk reads Northwind's accounts.
+SUPERVISION = [(0, 2)]
 CLIENTS = [
     ("Ada Lovelace", "DEMOCL1", "ada@example.com"),
     ("Grace Hopper", "DEMOCL2", "grace@example.com"),
     ("Acme Pension Fund", "DEMOCL3", None),
 ]
+# (symbol, name, fractionable, reference price)
 STOCKS = [
-    ("AAPL", "Apple Inc."),
-    ("MSFT", "Microsoft Corporation"),
-    ("GOOGL", "Alphabet Inc. Class A"),
-    ("BRK.B", "Berkshire Hathaway Inc. Class B"),
+    ("AAPL", "Apple Inc.", False, "189.4000"),
+    ("MSFT", "Microsoft Corporation", False, "417.0500"),
+    ("GOOGL", "Alphabet Inc. Class A", False, "172.1000"),
+    ("BRK.B", "Berkshire Hathaway Inc. Class B", False, "451.2500"),
+    ("VOO", "Vanguard S&P 500 ETF", True, "502.3100"),
 ]
-# (client index, broker index)
-ACCOUNTS = [(0, 0), (1, 0), (2, 1)]
+# (holders' client indexes, primary first; broker index): the first account is joint.
+ACCOUNTS = [((0, 1), 0), ((1,), 0), ((2,), 1)]
 # (account index, symbol, side, quantity, price)
 TRADES = [
-    (0, "AAPL", "buy", 100, "187.25"),
-    (0, "MSFT", "buy", 40, "415.10"),
-    (0, "AAPL", "sell", 25, "189.00"),
-    (1, "GOOGL", "buy", 60, "171.3350"),
-    (2, "BRK.B", "buy", 500, "452.00"),
-    (2, "AAPL", "buy", 1000, "186.90"),
+    (0, "AAPL", "buy", "100", "187.25"),
+    (0, "MSFT", "buy", "40", "415.10"),
+    (0, "AAPL", "sell", "25", "189.00"),
+    (0, "VOO", "buy", "12.5", "498.7700"),
+    (1, "GOOGL", "buy", "60", "171.3350"),
+    (2, "BRK.B", "buy", "500", "452.00"),
+    (2, "AAPL", "buy", "1000", "186.90"),
 ]
 
 
@@ -66,14 +79,26 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
         clients = [
             admin.add_client(conn, ClientCreate(name=n, tax_id=t, email=e)) for n, t, e in CLIENTS
         ]
-        for symbol, name in STOCKS:
-            admin.ensure_stock(conn, StockCreate(symbol=symbol, name=name))
+        for broker, supervisor in SUPERVISION:
+            admin.change_broker(
+                conn,
+                brokers[broker]["broker_id"],
+                BrokerChange(manager_id=brokers[supervisor]["broker_id"]),
+            )
+        for symbol, name, fractionable, price in STOCKS:
+            admin.ensure_stock(
+                conn, StockCreate(symbol=symbol, name=name, fractionable=fractionable)
+            )
+            admin.record_price(conn, symbol, PriceRecord(price=Decimal(price)))
         accounts = [
             admin.open_account(
                 conn,
-                AccountCreate(client_id=clients[c]["client_id"], broker_id=brokers[b]["broker_id"]),
+                AccountCreate(
+                    holders=[clients[c]["client_id"] for c in holders],
+                    broker_id=brokers[b]["broker_id"],
+                ),
             )
-            for c, b in ACCOUNTS
+            for holders, b in ACCOUNTS
         ]
         for a, symbol, side, quantity, price in TRADES:
             account = accounts[a]
@@ -84,38 +109,62 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
                     broker_id=account["broker_id"],
                     symbol=symbol,
                     side=side,  # type: ignore[arg-type]
-                    quantity=quantity,
+                    quantity=Decimal(quantity),
                     price=Decimal(price),
                 ),
             )
     return True
 
 
-def curl_commands(base_url: str, account_id: int, api_key: str, admin_token: str) -> list[str]:
-    """Commands complete on one line each: ids and keys written in, no shell variables."""
+def curl_commands(
+    base_url: str, account_id: int, api_key: str, supervisor_key: str, admin_token: str
+) -> list[str]:
+    """Commands complete on one line each: ids and keys written in, no shell variables. Each
+    succeeds; the supervisor's trade prints the status it is refused with (403)."""
     curl = "curl -sS --fail-with-body"
     get = f"{curl} -H 'Authorization: Bearer {api_key}'"
     as_admin = f"{curl} -H 'Authorization: Bearer {admin_token}'"
+    as_supervisor = f"{curl} -H 'Authorization: Bearer {supervisor_key}'"
     json_header = "-H 'Content-Type: application/json'"
 
-    def post(path: str, body: dict[str, Any], extra: str = "") -> str:
+    def post(path: str, body: dict[str, Any], extra: str = "", who: str = get) -> str:
         data = shlex.quote(json.dumps(body))
-        return f"{get} -X POST {base_url}{path} {json_header}{extra} -d {data}"
+        return f"{who} -X POST {base_url}{path} {json_header}{extra} -d {data}"
 
     trade = {"account_id": account_id, "symbol": "AAPL"}
     # A fresh key per start: run the line twice to see the second answer replayed.
     idempotency = f" -H 'Idempotency-Key: demo-{secrets.token_hex(4)}'"
+    refused_trade = shlex.quote(json.dumps({**trade, "side": "buy", "quantity": 1, "price": "1"}))
     return [
+        "# The joint account's holders (primary first), and its holdings at reference prices:",
         f"{get} '{base_url}/getOwner?account_id={account_id}'",
         f"{get} '{base_url}/getHoldings?account_id={account_id}'",
+        "# Trades, whole and fractional (VOO is fractionable), and one under an Idempotency-Key:",
         post("/trade", {**trade, "side": "buy", "quantity": 10, "price": "187.25"}),
         post("/trade", {**trade, "side": "sell", "quantity": 5, "price": "188.10"}),
+        post(
+            "/v1/trades",
+            {**trade, "symbol": "VOO", "side": "buy", "quantity": 2.5, "price": "501.10"},
+        ),
         post("/v1/trades", {**trade, "side": "buy", "quantity": 1, "price": "187.50"}, idempotency),
         f"{get} '{base_url}/v1/accounts/{account_id}/trades?limit=3'",
+        "# The operator: a status, a reference price, and the stock with its latest price:",
         f"{as_admin} -X PATCH {base_url}/v1/accounts/{account_id} {json_header} "
         + '-d \'{"status": "open"}\'',
+        post("/v1/stocks/AAPL/prices", {"price": "190.0500"}, who=as_admin),
+        f"{as_admin} {base_url}/v1/stocks/AAPL",
+        "# The supervisor (Northwind's compliance desk) reads the account, but may not trade it:",
+        f"{as_supervisor} '{base_url}/v1/accounts/{account_id}/holdings'",
+        f"curl -sS -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer {supervisor_key}' "
+        f"-X POST {base_url}/v1/trades {json_header} -d {refused_trade}",
         f"{curl} {base_url}/readyz",
     ]
+
+
+def supervisor_of(conn: psycopg.Connection[Any], broker_id: int) -> int:
+    record = fetch_one(conn, query("broker"), {"broker_id": broker_id})
+    assert record is not None and record["manager_id"] is not None, "the demo's supervision"
+    return int(record["manager_id"])
 
 
 def instructions(
@@ -133,11 +182,16 @@ def instructions(
         f"  account {a['account_id']}: {a['owner']}, broker of record {a['broker_id']}"
         for a in accounts
     ]
+    supervisor = supervisor_of(conn, accounts[0]["broker_id"])
+    api_keys.revoke_all_keys(conn, supervisor)
+    keys[supervisor] = api_keys.issue_key(conn, supervisor)["api_key"]
     lines += ["", "API keys (issued for this start):"]
     lines += [f"  broker {broker_id}: {key}" for broker_id, key in keys.items()]
     lines += [f"  admin token: {admin_token}"]
     first = accounts[0]
     lines += ["", f"Try (each line is complete; API docs at {base_url}/docs):"]
-    lines += curl_commands(base_url, first["account_id"], keys[first["broker_id"]], admin_token)
+    lines += curl_commands(
+        base_url, first["account_id"], keys[first["broker_id"]], keys[supervisor], admin_token
+    )
     lines.append("")
     return "\n".join(lines)

@@ -14,13 +14,18 @@ from stockledger.cli.common import (
 )
 from stockledger.cli.main import main
 from stockledger.db.pool import connect
+from stockledger.errors import ErrorCode, StockledgerError
+from stockledger.fields import validate
 from stockledger.registry import keys, records
 from stockledger.registry.requests import (
     AccountCreate,
     AccountStatusChange,
+    BrokerChange,
     BrokerCreate,
-    BrokerStatusChange,
     ClientCreate,
+    HolderAdd,
+    PriceRecord,
+    StockChange,
     StockCreate,
 )
 
@@ -34,14 +39,20 @@ def client() -> None:
 @click.option("--name", required=True)
 @click.option("--tax-id", required=True, help="Legal identifier; stored upper case, no separators.")
 @click.option("--email")
+@click.option("--address", help="Postal address; lines may be separated by newlines.")
 @json_option
 @click.pass_context
 @reports_errors
 def client_add(
-    ctx: click.Context, name: str, tax_id: str, email: str | None, as_json: bool
+    ctx: click.Context,
+    name: str,
+    tax_id: str,
+    email: str | None,
+    address: str | None,
+    as_json: bool,
 ) -> None:
     """Register a client."""
-    new = validated(ClientCreate, name=name, tax_id=tax_id, email=email)
+    new = validated(ClientCreate, name=name, tax_id=tax_id, email=email, address=address)
     with database_url(ctx.obj) as url, connect(url) as conn:
         record = records.add_client(conn, new)
     emit(as_json, record, lambda: describe(record))
@@ -100,16 +111,28 @@ def broker_key_revoke(ctx: click.Context, broker_id: int, key_id: str, as_json: 
 
 @broker.command("set")
 @click.option("--broker", "broker_id", required=True, type=int)
-@click.option("--status", required=True, type=click.Choice(["active", "suspended"]))
+@click.option("--status", type=click.Choice(["active", "suspended"]))
+@click.option("--manager", help="The supervising broker's id, or 'none' to clear it.")
 @json_option
 @click.pass_context
 @reports_errors
-def broker_set(ctx: click.Context, broker_id: int, status: str, as_json: bool) -> None:
-    """Suspend or reactivate a broker (as PATCH /v1/brokers/{id})."""
-    change = validated(BrokerStatusChange, status=status)
+def broker_set(
+    ctx: click.Context, broker_id: int, status: str | None, manager: str | None, as_json: bool
+) -> None:
+    """Suspend or reactivate a broker, or set its supervisor (as PATCH /v1/brokers/{id})."""
+    fields: dict[str, object] = {} if status is None else {"status": status}
+    if manager is not None:
+        fields["manager_id"] = None if manager.lower() == "none" else _integer(manager, "--manager")
+    change = validate(BrokerChange, fields)
     with database_url(ctx.obj) as url, connect(url) as conn:
-        record = records.set_broker_status(conn, broker_id, change)
+        record = records.change_broker(conn, broker_id, change)
     emit(as_json, record, lambda: describe(record))
+
+
+def _integer(text: str, option: str) -> int:
+    if not text.isdigit():
+        raise StockledgerError(ErrorCode.INVALID_REQUEST, f"{option} takes an id or 'none'")
+    return int(text)
 
 
 @main.group()
@@ -118,16 +141,59 @@ def account() -> None:
 
 
 @account.command("open")
-@click.option("--client", "client_id", required=True, type=int)
+@click.option(
+    "--client",
+    "client_ids",
+    required=True,
+    type=int,
+    multiple=True,
+    help="A holder; repeat for a joint account (the first is the primary holder).",
+)
 @click.option("--broker", "broker_id", required=True, type=int)
 @json_option
 @click.pass_context
 @reports_errors
-def account_open(ctx: click.Context, client_id: int, broker_id: int, as_json: bool) -> None:
-    """Open an account for a client with a broker of record."""
-    new = validated(AccountCreate, client_id=client_id, broker_id=broker_id)
+def account_open(
+    ctx: click.Context, client_ids: tuple[int, ...], broker_id: int, as_json: bool
+) -> None:
+    """Open an account for one client or several (jointly) with a broker of record."""
+    new = validated(AccountCreate, holders=list(client_ids), broker_id=broker_id)
     with database_url(ctx.obj) as url, connect(url) as conn:
         record = records.open_account(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@account.group("holder")
+def account_holder() -> None:
+    """An account's holders: add one (joint account), or remove one (never the last)."""
+
+
+@account_holder.command("add")
+@click.option("--account", "account_id", required=True, type=int)
+@click.option("--client", "client_id", required=True, type=int)
+@json_option
+@click.pass_context
+@reports_errors
+def account_holder_add(ctx: click.Context, account_id: int, client_id: int, as_json: bool) -> None:
+    """Add a client as a holder of an account."""
+    new = validated(HolderAdd, client_id=client_id)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = records.add_holder(conn, account_id, new.client_id)
+    emit(as_json, record, lambda: describe(record))
+
+
+@account_holder.command("remove")
+@click.option("--account", "account_id", required=True, type=int)
+@click.option("--client", "client_id", required=True, type=int)
+@json_option
+@click.pass_context
+@reports_errors
+def account_holder_remove(
+    ctx: click.Context, account_id: int, client_id: int, as_json: bool
+) -> None:
+    """Remove a current holder (kept as history); the last one cannot be removed."""
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = records.remove_holder(conn, account_id, client_id)
     emit(as_json, record, lambda: describe(record))
 
 
@@ -153,12 +219,55 @@ def stock() -> None:
 @stock.command("add")
 @click.argument("symbol")
 @click.option("--name", required=True)
+@click.option("--fractionable", is_flag=True, help="Fractions of a share may be traded.")
 @json_option
 @click.pass_context
 @reports_errors
-def stock_add(ctx: click.Context, symbol: str, name: str, as_json: bool) -> None:
+def stock_add(
+    ctx: click.Context, symbol: str, name: str, fractionable: bool, as_json: bool
+) -> None:
     """List a stock (SYMBOL: upper case, e.g. AAPL or BRK.B)."""
-    new = validated(StockCreate, symbol=symbol, name=name)
+    new = validated(StockCreate, symbol=symbol, name=name, fractionable=fractionable)
     with database_url(ctx.obj) as url, connect(url) as conn:
         record = records.add_stock(conn, new)
+    emit(as_json, record, lambda: describe(record))
+
+
+@stock.command("set")
+@click.argument("symbol")
+@click.option("--name")
+@click.option("--active/--inactive", default=None, help="List or delist.")
+@click.option("--fractionable/--whole-only", default=None, help="Allow fractional trades or not.")
+@json_option
+@click.pass_context
+@reports_errors
+def stock_set(
+    ctx: click.Context,
+    symbol: str,
+    name: str | None,
+    active: bool | None,
+    fractionable: bool | None,
+    as_json: bool,
+) -> None:
+    """Change a stock (as PATCH /v1/stocks/{symbol})."""
+    change = validated(StockChange, name=name, active=active, fractionable=fractionable)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = records.change_stock(conn, symbol, change)
+    emit(as_json, record, lambda: describe(record))
+
+
+@stock.command("price")
+@click.argument("symbol")
+@click.argument("price")
+@click.option("--as-of", help="RFC 3339 time the price held; default: now.")
+@json_option
+@click.pass_context
+@reports_errors
+def stock_price(
+    ctx: click.Context, symbol: str, price: str, as_of: str | None, as_json: bool
+) -> None:
+    """Record a reference price of a stock (the latest by as-of is its price)."""
+    new = validated(PriceRecord, price=price, as_of=as_of)
+    with database_url(ctx.obj) as url, connect(url) as conn:
+        record = records.record_price(conn, symbol, new)
     emit(as_json, record, lambda: describe(record))

@@ -17,6 +17,7 @@ from stockledger.cli.common import (
 )
 from stockledger.cli.main import main
 from stockledger.db.pool import connect
+from stockledger.json_text import quantity_json
 from stockledger.trading.positions import holdings as account_holdings
 from stockledger.trading.requests import TradeRequest
 from stockledger.trading.trades import execute_trade
@@ -27,7 +28,9 @@ from stockledger.trading.trades import execute_trade
 @click.option("--broker", "broker_id", required=True, type=int)
 @click.option("--symbol", required=True)
 @click.option("--side", required=True, type=click.Choice(["buy", "sell"]))
-@click.option("--quantity", required=True, type=int)
+@click.option(
+    "--quantity", required=True, help="Shares: whole, or up to 6 places where fractionable."
+)
 @click.option("--price", required=True, help="Decimal with at most 4 places, e.g. 187.25")
 @click.option("--executed-at", help="RFC 3339 time for a backfill; default: now.")
 @click.option("--client-order-id")
@@ -40,7 +43,7 @@ def trade(
     broker_id: int,
     symbol: str,
     side: str,
-    quantity: int,
+    quantity: str,
     price: str,
     executed_at: str | None,
     client_order_id: str | None,
@@ -64,9 +67,10 @@ def trade(
     emit(
         as_json,
         result.to_json(),
-        f"{'bought' if t.side == 'buy' else 'sold'} {t.quantity} {t.symbol} @ "
+        f"{'bought' if t.side == 'buy' else 'sold'} {quantity_json(t.quantity)} {t.symbol} @ "
         f"{result.to_json()['trade']['price']} for account {t.account_id} "
-        f"(trade {t.trade_id}, seq {t.seq}); position now {result.position_quantity}",
+        f"(trade {t.trade_id}, seq {t.seq}); "
+        f"position now {quantity_json(result.position_quantity)}",
     )
 
 
@@ -85,8 +89,12 @@ def holdings(ctx: click.Context, account_id: int, as_json: bool) -> None:
         if not rows:
             return f"account {account_id} holds nothing"
         return "\n".join(
-            [f"{'SYMBOL':<10} {'QUANTITY':>14}"]
-            + [f"{h['symbol']:<10} {h['quantity']:>14}" for h in rows]
+            [f"{'SYMBOL':<10} {'QUANTITY':>18} {'PRICE':>16} {'MARKET VALUE':>18}"]
+            + [
+                f"{h['symbol']:<10} {h['quantity']!s:>18} {h.get('price', '-'):>16} "
+                f"{h.get('market_value', '-'):>18}"
+                for h in rows
+            ]
         )
 
     emit(as_json, result, table)

@@ -49,6 +49,13 @@ SQLSTATE_CODES: dict[str, tuple[ErrorCode, str | None]] = {
     "SL012": (ErrorCode.IDEMPOTENCY_KEY_REUSED, None),
     # broker_of_key(): unknown key, wrong secret, revoked key (0007).
     "SL013": (ErrorCode.UNAUTHENTICATED, None),
+    "SL014": (ErrorCode.FRACTIONAL_NOT_ALLOWED, None),
+    "SL015": (ErrorCode.SUPERVISION_CYCLE, None),
+    "SL016": (ErrorCode.LAST_HOLDER, None),
+    # A supervisor reads its team's accounts but never trades them (SPEC §2.4): it may know
+    # that the account exists, so it is told why.
+    "SL017": (ErrorCode.BROKER_NOT_AUTHORIZED, None),
+    "SL018": (ErrorCode.NOT_FOUND, "holder not found"),
 }
 
 # Unique and foreign-key constraints whose violation has a meaning of its own.
@@ -67,6 +74,23 @@ CONSTRAINT_CODES: dict[str, tuple[ErrorCode, str]] = {
     "accounts_client_id_fkey": (ErrorCode.NOT_FOUND, "client not found"),
     "accounts_broker_id_fkey": (ErrorCode.NOT_FOUND, "broker not found"),
     "broker_keys_broker_id_fkey": (ErrorCode.NOT_FOUND, "broker not found"),
+    "brokers_manager_id_fkey": (ErrorCode.NOT_FOUND, "manager not found"),
+    # A broker named as its own manager: the shortest loop.
+    "brokers_manager_id_check": (
+        ErrorCode.SUPERVISION_CYCLE,
+        "a broker cannot be supervised by itself",
+    ),
+    "account_holders_account_id_fkey": (ErrorCode.NOT_FOUND, "account not found"),
+    "account_holders_client_id_fkey": (ErrorCode.NOT_FOUND, "client not found"),
+    "account_holders_current_key": (
+        ErrorCode.ALREADY_EXISTS,
+        "this client already holds this account",
+    ),
+    "stock_prices_pkey": (
+        ErrorCode.ALREADY_EXISTS,
+        "a price of this stock at this as_of is recorded already",
+    ),
+    "stock_prices_symbol_fkey": (ErrorCode.NOT_FOUND, "stock not found"),
 }
 
 # Refusals that only timing caused: nothing was written and a retry most likely succeeds.
@@ -78,6 +102,7 @@ RETRYABLE: dict[str, str] = {
 # taken by a concurrent trade.
 RETRYABLE_CONSTRAINTS: dict[str, str] = {
     "trades_pkey": "a concurrent trade took this sequence number; retry",
+    "account_holders_pkey": "a concurrent change took this holder position; retry",
 }
 # The server cannot do it now; nothing was written (503 with Retry-After).
 UNAVAILABLE: dict[str, str] = {

@@ -23,8 +23,8 @@ from psycopg import sql
 from stockledger.db.boundary import translated
 
 DISTRIBUTION_COLUMN = "account_id"
-PER_ACCOUNT = ("accounts", "trades", "positions", "idempotency_keys")
-REFERENCE = ("clients", "brokers", "stocks", "tax_identities", "broker_keys")
+PER_ACCOUNT = ("accounts", "account_holders", "trades", "positions", "idempotency_keys")
+REFERENCE = ("clients", "brokers", "stocks", "stock_prices", "tax_identities", "broker_keys")
 # Tables that stay on the coordinator alone.
 COORDINATOR_ONLY = ("schema_migrations",)
 SHARD_SUFFIX = re.compile(r"_[0-9]+$")
@@ -32,8 +32,8 @@ SHARD_SUFFIX = re.compile(r"_[0-9]+$")
 # call to the worker that holds the account's shards, which runs all of it there (one hop,
 # no statement of it crossing the network; Citus's function call delegation).
 DELEGATED = {
-    "trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text)": "p_account_id",
-    "trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, "
+    "trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text)": "p_account_id",
+    "trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, "
     "text)": "p_account_id",
 }
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
 
-from stockledger.fields import IDEMPOTENCY_KEY_PATTERN, Id, QueryId, RequestPartModel
+from stockledger.fields import IDEMPOTENCY_KEY_PATTERN, Id, QueryId, RequestPartModel, Symbol
 
 
 class AccountQuery(RequestPartModel):
@@ -19,6 +19,15 @@ class AccountQuery(RequestPartModel):
 
 class AccountPath(BaseModel):
     account_id: Id
+
+
+class AccountHolderPath(BaseModel):
+    account_id: Id
+    client_id: Id
+
+
+class StockPath(BaseModel):
+    symbol: Symbol
 
 
 class TradePath(BaseModel):

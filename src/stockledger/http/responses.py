@@ -11,9 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stockledger.trading.trades import Trade
+from stockledger.trading.trades import Shares, Trade
 
 Timestamp = Field(description="RFC 3339 with a UTC offset")
+# Money and prices are text with fixed places, never JSON numbers (SPEC §2).
+PRICE_TEXT = r"^-?[0-9]+\.[0-9]{4}$"
+CENTS_TEXT = r"^-?[0-9]+\.[0-9]{2}$"
 
 
 class Problem(BaseModel):
@@ -31,7 +34,7 @@ class Problem(BaseModel):
 
 class Position(BaseModel):
     symbol: str
-    quantity: int
+    quantity: Shares
 
 
 class TradeExecuted(BaseModel):
@@ -56,12 +59,21 @@ class OwnerOf(BaseModel):
 
 class AccountOwner(BaseModel):
     account_id: int
-    owner: OwnerOf
+    owner: OwnerOf = Field(description="the primary holder")
+    owners: list[OwnerOf] = Field(description="every current holder, primary first")
 
 
 class Holding(BaseModel):
     symbol: str
-    quantity: int
+    quantity: Shares
+    price: str | None = Field(
+        None, description="the stock's latest reference price, where it has one", pattern=PRICE_TEXT
+    )
+    market_value: str | None = Field(
+        None,
+        description="round(quantity * price, 2), where the stock has a price",
+        pattern=CENTS_TEXT,
+    )
 
 
 class AccountHoldings(BaseModel):
@@ -71,7 +83,8 @@ class AccountHoldings(BaseModel):
 
 class Account(BaseModel):
     account_id: int
-    client_id: int
+    client_id: int = Field(description="the primary holder")
+    holders: list[int] = Field(description="the current holders' client ids, primary first")
     broker_id: int
     status: Literal["open", "frozen", "closed"]
     opened_at: str = Timestamp
@@ -82,7 +95,16 @@ class Client(BaseModel):
     name: str
     tax_id: str
     email: str | None
+    address: str | None
     created_at: str = Timestamp
+
+
+class Holder(BaseModel):
+    account_id: int
+    client_id: int
+    position: int = Field(description="1 for the first holder, then in the order added")
+    added_at: str = Timestamp
+    removed_at: str | None = Field(description="RFC 3339; null while the client holds the account")
 
 
 class Broker(BaseModel):
@@ -91,6 +113,7 @@ class Broker(BaseModel):
     tax_id: str
     license_no: str
     status: Literal["active", "suspended"]
+    manager_id: int | None = Field(description="the supervising broker, if any")
     created_at: str = Timestamp
 
 
@@ -116,7 +139,17 @@ class Stock(BaseModel):
     symbol: str
     name: str
     active: bool
+    fractionable: bool
+    price: str | None = Field(description="the latest reference price, if any", pattern=PRICE_TEXT)
+    price_as_of: str | None = Field(description="RFC 3339; when that price held")
     created_at: str = Timestamp
+
+
+class StockPrice(BaseModel):
+    symbol: str
+    price: str = Field(pattern=PRICE_TEXT)
+    as_of: str = Timestamp
+    recorded_at: str = Timestamp
 
 
 class Health(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from flask import Flask, Request, current_app, request
 from flask.json.provider import DefaultJSONProvider
 
+from stockledger import json_text
 from stockledger.errors import ErrorCode, StockledgerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +80,13 @@ def loads_strict(body: str | bytes) -> Any:
 
 class StrictJSONProvider(DefaultJSONProvider):
     sort_keys = False  # answers keep the field order of SPEC §2
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        # Quantities as exact JSON numbers (stockledger.json_text); Flask's own options else.
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        return json_text.dumps(obj, **kwargs)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads_strict(s)

@@ -18,7 +18,6 @@ the answers equal, byte for byte, to the app's with this path off.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from typing import Any
@@ -27,6 +26,7 @@ import psycopg
 from flask import Response
 from pydantic import ValidationError
 
+from stockledger import json_text
 from stockledger.config import Settings
 from stockledger.db.pool import Database
 from stockledger.http import auth
@@ -123,7 +123,7 @@ class TradePath:
         if result is None:
             return None
         # As the app's jsonify writes it: compact, ASCII, keys in order, a final newline.
-        body = json.dumps(result.to_json(), separators=(",", ":")) + "\n"
+        body = json_text.dumps(result.to_json(), separators=(",", ":")) + "\n"
         response = Response(body, 201, mimetype=JSON)
         if result.replayed:
             response.headers["Idempotent-Replayed"] = "true"

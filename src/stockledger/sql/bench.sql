@@ -21,6 +21,13 @@ ORDER BY i;
 INSERT INTO stocks (symbol, name)
 SELECT symbol, symbol || ' Inc.' FROM unnest(%(symbols)s::text[]) AS symbol;
 
+-- name: prices
+-- Reference prices, a year of daily ones per symbol: holdings carry the latest (SPEC §1.6),
+-- found by a backward probe of stock_prices_pkey.
+INSERT INTO stock_prices (symbol, as_of, price)
+SELECT symbol, now() - make_interval(days => d), 100 + d %% 7
+FROM unnest(%(symbols)s::text[]) AS symbol, generate_series(0, 364) AS d;
+
 -- name: layout_check
 -- The scripts assume account j exists with broker 1 + (j - 1) mod brokers.
 SELECT count(*) FROM accounts

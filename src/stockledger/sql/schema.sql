@@ -12,8 +12,17 @@
 --   rule 3  executed_at order, seq      trades_admit / trades_admit_batch, under the lock
 --   rule 4  no broker-owned accounts    tax_identities, claimed by register_broker() and
 --                                        open_account(); foreign keys make every writer claim
+--   rule 4  (every holder)              account_holders_admit, add_account_holder(); the
+--                                        holders' foreign key to tax_identities
 --   rule 5  broker of record, active    trades_admit / trades_admit_batch, trade_batch
 --   rule 6  listed, active stocks       trades_admit / trades_admit_batch
+--   rule 8  joint accounts              account_holders (history), accounts_add_first_holder,
+--                                        account_holders_change (never the last holder)
+--   rule 9  fractional shares           share_quantity; trades_admit / trades_admit_batch
+--                                        (only on fractionable stocks)
+--   rule 10 supervision without cycles  brokers_manager_id_check, lock_supervision +
+--                                        brokers_check_supervision; broker_supervises()
+--   prices                              stock_prices (append-only), stock_prices_admit
 --   derived positions                   trades_apply_to_position, refuse_position_write
 --   identities never change             refuse_immutable_change
 --   domain values                       named CHECK constraints and the trade_* domains
@@ -28,12 +37,17 @@
 --   SL005 broker suspended (trades, and broker_of_key())
 --   SL006 stock not tradable (unknown or inactive)
 --   SL007 a tax id would be both a broker and an account owner
---   SL008 the ledger is append-only (UPDATE, DELETE, TRUNCATE of trades)
+--   SL008 history is append-only (trades; account_holders but a removal; stock_prices)
 --   SL009 unknown account
 --   SL010 positions are derived data (written only by the trade triggers)
 --   SL011 an immutable field was changed (tax ids, an account's client and broker, a key)
 --   SL012 idempotency key reused for a different request
 --   SL013 unknown, wrong or revoked API key (broker_of_key())
+--   SL014 a fractional quantity of a stock that is not fractionable
+--   SL015 a manager_id that would make the supervision chain loop
+--   SL016 removing an account's last current holder
+--   SL017 a supervisor's trade on an account it may only read
+--   SL018 removing a client who is not a current holder of the account
 -- Standard codes: 23514 a named CHECK (its constraint name says which), 23505 unique, 23503
 -- foreign key, 23502 NOT NULL, 428C9 a value the database assigns (trade_id, seq), 22008 a
 -- trade time before 1900-01-01Z, 22023 a malformed batch (arrays of unequal length, a batch
@@ -58,8 +72,11 @@ $$;
 -- them in their own parameters' casts; the constraints keep the names callers know.
 CREATE DOMAIN trade_side AS text
     CONSTRAINT trades_side_check CHECK (VALUE IN ('buy', 'sell'));
-CREATE DOMAIN trade_quantity AS bigint
-    CONSTRAINT trades_quantity_check CHECK (VALUE BETWEEN 1 AND 1000000000);
+-- Whole or fractional (rule 9: whole unless the stock is fractionable, which trades_admit
+-- checks), at most 6 decimal places: numeric without a typmod, which would round.
+CREATE DOMAIN share_quantity AS numeric
+    CONSTRAINT trades_quantity_check
+        CHECK (VALUE > 0 AND VALUE <= 1000000000 AND VALUE = trunc(VALUE, 6));
 -- numeric without a typmod on purpose: numeric(16,4) would silently round a fifth decimal
 -- place away before any check could refuse it.
 CREATE DOMAIN trade_price AS numeric
@@ -101,6 +118,7 @@ CREATE TABLE clients (
     tax_id     text NOT NULL,
     email      text,
     created_at timestamptz NOT NULL DEFAULT now(),
+    address    text,
     CONSTRAINT clients_pkey PRIMARY KEY (client_id),
     CONSTRAINT clients_tax_id_key UNIQUE (tax_id),
     -- What an account's (client_id, owner_tax_id) points at.
@@ -113,7 +131,10 @@ CREATE TABLE clients (
     CONSTRAINT clients_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
     CONSTRAINT clients_email_check CHECK (
         char_length(email) <= 254 AND email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'
-        AND email !~ '[\x01-\x1f\x7f]')
+        AND email !~ '[\x01-\x1f\x7f]'),
+    -- Lines of a postal address may be separated by newlines; no other control character.
+    CONSTRAINT clients_address_check
+        CHECK (char_length(btrim(address)) BETWEEN 1 AND 500 AND address !~ '[\x01-\x09\x0b-\x1f\x7f]')
 );
 
 CREATE TABLE brokers (
@@ -124,6 +145,9 @@ CREATE TABLE brokers (
     status     text NOT NULL DEFAULT 'active',
     created_at timestamptz NOT NULL DEFAULT now(),
     claims_broker boolean NOT NULL DEFAULT true,
+    -- Rule 10: the broker that supervises this one; the chain never loops
+    -- (brokers_check_supervision).
+    manager_id bigint,
     CONSTRAINT brokers_pkey PRIMARY KEY (broker_id),
     -- Rule 4: a broker stands on its tax identity claimed as a broker's.
     CONSTRAINT brokers_claims_broker_check CHECK (claims_broker),
@@ -135,8 +159,11 @@ CREATE TABLE brokers (
         CHECK (char_length(btrim(name)) BETWEEN 1 AND 200 AND name !~ '[\x01-\x1f\x7f]'),
     CONSTRAINT brokers_tax_id_check CHECK (tax_id ~ '^[A-Z0-9]{1,32}$'),
     CONSTRAINT brokers_license_no_check CHECK (license_no ~ '^[A-Z0-9][A-Z0-9./-]{0,31}$'),
-    CONSTRAINT brokers_status_check CHECK (status IN ('active', 'suspended'))
+    CONSTRAINT brokers_status_check CHECK (status IN ('active', 'suspended')),
+    CONSTRAINT brokers_manager_id_fkey FOREIGN KEY (manager_id) REFERENCES brokers (broker_id),
+    CONSTRAINT brokers_manager_id_check CHECK (manager_id <> broker_id)
 );
+CREATE INDEX brokers_manager_id_idx ON brokers (manager_id);
 
 -- A broker's API keys: slk_<key_id>_<secret>. key_id (public, 16 hex digits) finds the row;
 -- only the SHA-256 of the 256-bit secret is stored. Several live keys per broker make
@@ -160,6 +187,8 @@ CREATE TABLE stocks (
     name       text NOT NULL,
     active     boolean NOT NULL DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Rule 9: whether fractions of a share trade.
+    fractionable boolean NOT NULL DEFAULT false,
     CONSTRAINT stocks_pkey PRIMARY KEY (symbol),
     CONSTRAINT stocks_symbol_check CHECK (symbol ~ '^[A-Z][A-Z0-9.-]{0,9}$'),
     CONSTRAINT stocks_name_check
@@ -177,6 +206,8 @@ CREATE TABLE accounts (
     -- The owner's tax id, filled from the client by accounts_check_tax_identity.
     owner_tax_id text NOT NULL,
     claims_owner boolean NOT NULL DEFAULT true,
+    -- When its holders last changed: the row a removal updates (account_holders_change).
+    holders_changed_at timestamptz,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients (client_id),
     CONSTRAINT accounts_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
@@ -201,7 +232,7 @@ CREATE TABLE trades (
     broker_id       bigint NOT NULL,
     symbol          text NOT NULL,
     side            trade_side NOT NULL,
-    quantity        trade_quantity NOT NULL,
+    quantity        share_quantity NOT NULL,
     price           trade_price NOT NULL,
     executed_at     timestamptz NOT NULL,
     seq             bigint NOT NULL,
@@ -223,7 +254,7 @@ CREATE UNIQUE INDEX trades_client_order_id_key
 CREATE TABLE positions (
     account_id bigint NOT NULL,
     symbol     text NOT NULL,
-    quantity   bigint NOT NULL,
+    quantity   numeric NOT NULL,
     updated_at timestamptz NOT NULL,
     CONSTRAINT positions_pkey PRIMARY KEY (account_id, symbol),
     CONSTRAINT positions_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (account_id),
@@ -239,11 +270,53 @@ CREATE TABLE idempotency_keys (
     idempotency_key   idempotency_key_text NOT NULL,
     request_hash      idempotency_request_hash NOT NULL,
     trade_id          bigint,
-    position_quantity bigint,
+    position_quantity numeric,
     created_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (broker_id, account_id, idempotency_key),
     CONSTRAINT idempotency_keys_trade_fkey
         FOREIGN KEY (trade_id, account_id) REFERENCES trades (trade_id, account_id)
+);
+
+-- Rule 8: the holders of each account, current and past (history is kept: a removal sets
+-- removed_at). position 1 is the first holder, then in the order they were added; the primary
+-- holder is the current one with the lowest position. Per-account data: keyed with account_id.
+CREATE TABLE account_holders (
+    account_id   bigint NOT NULL,
+    position     integer NOT NULL,
+    client_id    bigint NOT NULL,
+    -- The holder's tax id, filled from the client by account_holders_admit (rule 4).
+    tax_id       text NOT NULL,
+    claims_owner boolean NOT NULL DEFAULT true,
+    added_at     timestamptz NOT NULL DEFAULT now(),
+    removed_at   timestamptz,
+    CONSTRAINT account_holders_pkey PRIMARY KEY (account_id, position),
+    CONSTRAINT account_holders_account_id_fkey
+        FOREIGN KEY (account_id) REFERENCES accounts (account_id),
+    CONSTRAINT account_holders_client_id_fkey
+        FOREIGN KEY (client_id, tax_id) REFERENCES clients (client_id, tax_id),
+    -- Rule 4: a holder stands on its tax identity claimed as an owner's.
+    CONSTRAINT account_holders_claims_owner_check CHECK (claims_owner),
+    CONSTRAINT account_holders_tax_identity_fkey
+        FOREIGN KEY (tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account),
+    CONSTRAINT account_holders_position_check CHECK (position >= 1),
+    CONSTRAINT account_holders_removed_at_check CHECK (removed_at >= added_at)
+);
+-- A client holds an account at most once at a time.
+CREATE UNIQUE INDEX account_holders_current_key
+    ON account_holders (account_id, client_id) WHERE removed_at IS NULL;
+CREATE INDEX account_holders_client_id_idx ON account_holders (client_id);
+
+-- §1.6: reference prices, append-only; a stock's price is its latest (by as_of). A reference
+-- table on a cluster, read by a backward probe of its key.
+CREATE TABLE stock_prices (
+    symbol      text NOT NULL,
+    as_of       timestamptz NOT NULL DEFAULT now(),
+    price       numeric NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT stock_prices_pkey PRIMARY KEY (symbol, as_of),
+    CONSTRAINT stock_prices_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
+    CONSTRAINT stock_prices_price_check
+        CHECK (price > 0 AND price < 1000000000000 AND price = trunc(price, 4))
 );
 
 -- The batch number of trade_batch() (trades.batch_id).
@@ -256,7 +329,7 @@ CREATE SEQUENCE trade_batch_id_seq;
 -- and the history queries read it.
 CREATE VIEW trade_rows AS
 SELECT trade_id, account_id, broker_id, symbol, side::text AS side,
-       quantity::bigint AS quantity, price::numeric AS price, executed_at, seq,
+       quantity::numeric AS quantity, price::numeric AS price, executed_at, seq,
        client_order_id::text AS client_order_id
 FROM trades;
 
@@ -308,23 +381,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION open_account(p_client_id bigint, p_broker_id bigint) RETURNS SETOF accounts
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-DECLARE
-    v_tax_id text;
-BEGIN
-    SELECT c.tax_id INTO v_tax_id FROM clients c WHERE c.client_id = p_client_id;
-    IF FOUND THEN
-        PERFORM claim_tax_identity(v_tax_id, false);
-    END IF;  -- an unknown client is refused by the insert's foreign key
-    RETURN QUERY
-    INSERT INTO accounts (client_id, broker_id) VALUES (p_client_id, p_broker_id)
-    RETURNING *;
-END
-$$;
-
 -- Read-only checks, as the owner (the application cannot read the claims): a broker or an
 -- account whose identity is claimed the other way is refused with SL007 before the foreign keys
 -- would refuse it less clearly; an account's owner_tax_id is its client's. On a cluster they
@@ -364,6 +420,273 @@ BEGIN
 END
 $$;
 
+-- Functions: rule 8, joint accounts -------------------------------------------------------
+
+-- Rule 8: an account's holders. Who holds an account is per-account data (distributed with
+-- the account on a cluster); each holder's tax identity is claimed as an owner's, like the
+-- account's first client's, so that rule 4 covers every holder: the foreign key to
+-- tax_identities makes every writer claim it, and a claim meets a broker's registration on
+-- the same row (claim_tax_identity()).
+CREATE FUNCTION account_holders_admit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.position IS NOT NULL THEN
+        RAISE EXCEPTION 'a holder''s position is assigned by the database'
+            USING ERRCODE = '428C9', COLUMN = 'position';
+    END IF;
+    IF NEW.removed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'a holder is added current; set removed_at to remove it afterwards'
+            USING ERRCODE = '22023', COLUMN = 'removed_at';
+    END IF;
+    -- The account's row serialises its holder changes, as it serialises its trades.
+    PERFORM FROM accounts WHERE account_id = NEW.account_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        -- PostgreSQL's own words, as accounts_check_tax_identity() says them (a cluster relays
+        -- the message, not the constraint's field).
+        RAISE EXCEPTION 'insert or update on table "account_holders" violates foreign key constraint "account_holders_account_id_fkey"'
+            USING ERRCODE = '23503', CONSTRAINT = 'account_holders_account_id_fkey',
+                  DETAIL = format('Key (account_id)=(%s) is not present in table "accounts".',
+                                  NEW.account_id);
+    END IF;
+    SELECT c.tax_id INTO NEW.tax_id FROM clients c WHERE c.client_id = NEW.client_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "account_holders" violates foreign key constraint "account_holders_client_id_fkey"'
+            USING ERRCODE = '23503', CONSTRAINT = 'account_holders_client_id_fkey',
+                  DETAIL = format('Key (client_id)=(%s) is not present in table "clients".',
+                                  NEW.client_id);
+    END IF;
+    IF EXISTS (SELECT FROM tax_identities ti WHERE ti.tax_id = NEW.tax_id AND ti.is_broker) THEN
+        RAISE EXCEPTION 'client % has the tax id of a registered broker and cannot hold an account',
+            NEW.client_id USING ERRCODE = 'SL007';
+    END IF;
+    SELECT coalesce(max(h.position), 0) + 1 INTO NEW.position
+    FROM account_holders h WHERE h.account_id = NEW.account_id;
+    RETURN NEW;
+END
+$$;
+
+
+-- A holder's row never changes but for its removal, once; the last current holder cannot be
+-- removed (SL016). The removal updates the account's row: two removals of one account's
+-- holders queue there, and the second then sees the first (READ COMMITTED) or, with an older
+-- snapshot (REPEATABLE READ), fails to serialise instead of removing the last holder too.
+CREATE FUNCTION account_holders_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF (NEW.account_id, NEW.position, NEW.client_id, NEW.tax_id, NEW.added_at)
+       IS DISTINCT FROM (OLD.account_id, OLD.position, OLD.client_id, OLD.tax_id, OLD.added_at)
+       OR OLD.removed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'account_holders is history: only a current holder''s removed_at can be set'
+            USING ERRCODE = 'SL011', COLUMN = 'removed_at';
+    END IF;
+    IF NEW.removed_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    UPDATE accounts SET holders_changed_at = clock_timestamp()
+    WHERE account_id = OLD.account_id;
+    IF NOT EXISTS (SELECT FROM account_holders h
+                   WHERE h.account_id = OLD.account_id AND h.removed_at IS NULL
+                     AND h.position <> OLD.position) THEN
+        RAISE EXCEPTION 'client % is the last holder of account % and cannot be removed',
+            OLD.client_id, OLD.account_id USING ERRCODE = 'SL016';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+-- Every account starts with its client as the primary holder, whoever inserts it.
+CREATE FUNCTION accounts_add_first_holder() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO account_holders (account_id, client_id, added_at)
+    VALUES (NEW.account_id, NEW.client_id, NEW.opened_at);
+    RETURN NULL;
+END
+$$;
+
+
+-- A joint account in one statement: every holder's identity is claimed (in tax id order, so
+-- that two openings with the same holders queue instead of deadlocking), then the account is
+-- inserted with the first as its primary holder, then the others in their order.
+CREATE FUNCTION open_account(p_client_ids bigint[], p_broker_id bigint) RETURNS SETOF accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_tax_id  text;
+    v_account accounts;
+BEGIN
+    IF coalesce(cardinality(p_client_ids), 0) = 0 OR array_position(p_client_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an account has at least one holder' USING ERRCODE = '22023';
+    END IF;
+    FOR v_tax_id IN
+        SELECT DISTINCT c.tax_id FROM clients c WHERE c.client_id = ANY (p_client_ids)
+        ORDER BY c.tax_id
+    LOOP
+        PERFORM claim_tax_identity(v_tax_id, false);
+    END LOOP;  -- an unknown client is refused by the inserts' foreign keys
+    INSERT INTO accounts (client_id, broker_id) VALUES (p_client_ids[1], p_broker_id)
+    RETURNING * INTO v_account;
+    INSERT INTO account_holders (account_id, client_id)
+    SELECT v_account.account_id, u.client_id
+    FROM unnest(p_client_ids[2:]) WITH ORDINALITY AS u(client_id, i)
+    ORDER BY u.i;
+    RETURN NEXT v_account;
+END
+$$;
+
+
+-- Adding a holder claims its identity first, as opening an account does (rule 4).
+CREATE FUNCTION add_account_holder(p_account_id bigint, p_client_id bigint)
+    RETURNS SETOF account_holders
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_tax_id text;
+BEGIN
+    SELECT c.tax_id INTO v_tax_id FROM clients c WHERE c.client_id = p_client_id;
+    IF FOUND THEN
+        PERFORM claim_tax_identity(v_tax_id, false);
+    END IF;
+    RETURN QUERY
+    INSERT INTO account_holders (account_id, client_id) VALUES (p_account_id, p_client_id)
+    RETURNING *;
+END
+$$;
+
+
+-- A current holder's removal (SL016 for the last one; SL018 for a client who does not hold
+-- the account now; SL009 for an unknown account).
+CREATE FUNCTION remove_account_holder(p_account_id bigint, p_client_id bigint)
+    RETURNS SETOF account_holders
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE account_holders h SET removed_at = clock_timestamp()
+    WHERE h.account_id = p_account_id AND h.client_id = p_client_id AND h.removed_at IS NULL
+    RETURNING h.*;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM accounts WHERE account_id = p_account_id) THEN
+            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = 'SL009';
+        END IF;
+        RAISE EXCEPTION 'client % is not a current holder of account %', p_client_id,
+            p_account_id USING ERRCODE = 'SL018';
+    END IF;
+END
+$$;
+
+
+
+-- The single-holder form, kept for the scripts that call it.
+CREATE FUNCTION open_account(p_client_id bigint, p_broker_id bigint) RETURNS SETOF accounts
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT * FROM open_account(ARRAY[p_client_id], p_broker_id);
+$$;
+
+
+-- Functions: rule 10, supervision ----------------------------------------------------------
+
+-- Rule 10: whether p_supervisor is above p_broker in the manager_id chain (at any depth).
+-- What a supervisor may read, and why its trade is refused as SL017 rather than unknown.
+CREATE FUNCTION broker_supervises(p_supervisor bigint, p_broker bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_manager bigint := p_broker;
+    v_depth   integer := 0;
+BEGIN
+    IF p_supervisor IS NULL THEN
+        RETURN false;
+    END IF;
+    LOOP
+        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
+        IF v_manager IS NULL THEN
+            RETURN false;
+        ELSIF v_manager = p_supervisor THEN
+            RETURN true;
+        END IF;
+        -- The chain never loops (brokers_check_supervision); a bound all the same.
+        v_depth := v_depth + 1;
+        IF v_depth > 1000 THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+-- Rule 10, race-free. Every change of a manager takes one transaction-level lock first (a
+-- statement trigger: before any row of the statement is locked), so changes queue, and each
+-- walks the chain its new manager heads, seeing every change committed before it: two changes
+-- that would close a loop together cannot both pass. The walk locks the rows it reads (FOR
+-- SHARE), so a writer with an older snapshot (REPEATABLE READ) fails to serialise instead of
+-- walking a chain that has changed.
+CREATE FUNCTION lock_supervision() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(8319679467651230067);  -- "supervis" in ASCII
+    RETURN NULL;
+END
+$$;
+
+
+CREATE FUNCTION brokers_check_supervision() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_manager bigint := NEW.manager_id;
+BEGIN
+    WHILE v_manager IS NOT NULL LOOP
+        IF v_manager = NEW.broker_id THEN
+            RAISE EXCEPTION 'broker % cannot be supervised by broker %: the chain would loop',
+                NEW.broker_id, NEW.manager_id USING ERRCODE = 'SL015';
+        END IF;
+        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
+        FOR SHARE;
+    END LOOP;
+    RETURN NEW;
+END
+$$;
+
+
+
+-- Functions: reference prices ---------------------------------------------------------------
+
+-- A reference price's time: not ahead of the database's clock by more than a trade's may be
+-- (SL002), not before 1900 (22008); its price is stored with scale 4. SECURITY DEFINER: the
+-- application inserts prices itself, and may not call future_tolerance().
+CREATE FUNCTION stock_prices_admit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.as_of > clock_timestamp() + future_tolerance() THEN
+        RAISE EXCEPTION 'as_of % is more than % seconds in the future', NEW.as_of,
+            extract(epoch FROM future_tolerance())::integer USING ERRCODE = 'SL002';
+    ELSIF NEW.as_of < '1900-01-01 00:00:00+00' THEN
+        RAISE EXCEPTION 'as_of % is before 1900-01-01T00:00:00Z', NEW.as_of
+            USING ERRCODE = '22008', COLUMN = 'as_of';
+    END IF;
+    IF NEW.price = trunc(NEW.price, 4) THEN
+        NEW.price := trunc(NEW.price, 4);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Functions: what never changes -----------------------------------------------------------
 
 -- Identities (tax ids, an account's client and broker, a key's secret and broker, a
@@ -380,13 +703,13 @@ END
 $$;
 
 
--- Rule 2: the ledger is append-only (SL008).
+-- History is append-only (SL008): the ledger (rule 2), account holders, reference prices.
 CREATE FUNCTION refuse_ledger_change() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    RAISE EXCEPTION 'trades is an append-only ledger: % is not allowed', TG_OP
-        USING ERRCODE = 'SL008';
+    RAISE EXCEPTION '% is append-only history: % is not allowed',
+        regexp_replace(TG_TABLE_NAME, '_[0-9]+$', ''), TG_OP USING ERRCODE = 'SL008';
 END
 $$;
 
@@ -420,6 +743,7 @@ DECLARE
     v_account_status text;
     v_broker_status  text;
     v_stock_active   boolean;
+    v_fractionable   boolean;
     v_last_seq       bigint;
     v_last_at        timestamptz;
     v_now            timestamptz;
@@ -435,6 +759,13 @@ BEGIN
     FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
+        -- A supervisor of the broker of record reads the account but never trades it (SPEC
+        -- §2.4): it may know the account exists.
+        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id
+                   AND broker_supervises(NEW.broker_id, broker_id)) THEN
+            RAISE EXCEPTION 'broker % supervises account % and may read it, not trade it',
+                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL017';
+        END IF;
         IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id) THEN
             RAISE EXCEPTION 'broker % is not the broker of record of account %',
                 NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
@@ -450,9 +781,15 @@ BEGIN
         RAISE EXCEPTION 'broker % is %', NEW.broker_id, v_broker_status USING ERRCODE = 'SL005';
     END IF;
 
-    SELECT active INTO v_stock_active FROM stocks WHERE symbol = NEW.symbol;
+    SELECT active, fractionable INTO v_stock_active, v_fractionable
+    FROM stocks WHERE symbol = NEW.symbol;
     IF v_stock_active IS NOT TRUE THEN
         RAISE EXCEPTION 'stock % is not tradable', NEW.symbol USING ERRCODE = 'SL006';
+    END IF;
+    -- Rule 9.
+    IF NEW.quantity <> trunc(NEW.quantity) AND NOT v_fractionable THEN
+        RAISE EXCEPTION 'stock % trades in whole shares only, not %', NEW.symbol, NEW.quantity
+            USING ERRCODE = 'SL014';
     END IF;
 
     -- Under the account lock the latest committed trade is visible (READ COMMITTED takes a new
@@ -486,6 +823,8 @@ BEGIN
     IF NEW.price = trunc(NEW.price, 4) THEN
         NEW.price := trunc(NEW.price, 4);
     END IF;
+    -- And every quantity without trailing zeros ("10", "2.5"): what the API answers.
+    NEW.quantity := trim_scale(NEW.quantity);
     RETURN NEW;
 END
 $$;
@@ -498,17 +837,17 @@ CREATE FUNCTION trades_apply_to_position() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    v_held bigint;
+    v_held numeric;
 BEGIN
     IF NEW.side = 'buy' THEN
-        UPDATE positions SET quantity = quantity + NEW.quantity, updated_at = now()
+        UPDATE positions SET quantity = trim_scale(quantity + NEW.quantity), updated_at = now()
         WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
         IF NOT FOUND THEN
             INSERT INTO positions (account_id, symbol, quantity, updated_at)
             VALUES (NEW.account_id, NEW.symbol, NEW.quantity, now());
         END IF;
     ELSE
-        UPDATE positions SET quantity = quantity - NEW.quantity, updated_at = now()
+        UPDATE positions SET quantity = trim_scale(quantity - NEW.quantity), updated_at = now()
         WHERE account_id = NEW.account_id AND symbol = NEW.symbol AND quantity >= NEW.quantity;
         IF NOT FOUND THEN
             SELECT quantity INTO v_held FROM positions
@@ -549,15 +888,16 @@ DECLARE
     v_max_brokers bigint[];
     v_first_ats   timestamptz[];
     v_last_ats    timestamptz[];
-    -- Its symbols, and the shares it sells per position.
+    -- Its symbols, those it trades a fraction of, and the shares it sells per position.
     v_symbols      text[];
+    v_fractional   text[];
     v_sold_account bigint[];
     v_sold_symbol  text[];
-    v_sold         bigint[];
+    v_sold         numeric[];
     -- Its net change per position, and the positions that existed.
     v_net_account  bigint[];
     v_net_symbol   text[];
-    v_net          bigint[];
+    v_net          numeric[];
     v_held_account bigint[];
     v_held_symbol  text[];
     -- Its rows in insertion order, when they have to be checked one by one.
@@ -591,7 +931,10 @@ BEGIN
         FROM new_rows
         GROUP BY account_id
     ) per_account;
-    SELECT array_agg(DISTINCT symbol) INTO v_symbols FROM new_rows;
+    SELECT array_agg(DISTINCT symbol),
+           array_agg(DISTINCT symbol) FILTER (WHERE quantity <> trunc(quantity))
+    INTO v_symbols, v_fractional
+    FROM new_rows;
     SELECT array_agg(account_id), array_agg(symbol), array_agg(sold)
     INTO v_sold_account, v_sold_symbol, v_sold
     FROM (
@@ -637,6 +980,10 @@ BEGIN
         SELECT FROM unnest(v_symbols) AS n(symbol)
         LEFT JOIN stocks s ON s.symbol = n.symbol
         WHERE s.active IS NOT TRUE
+        UNION ALL
+        SELECT FROM unnest(v_fractional) AS f(symbol)
+        JOIN stocks s ON s.symbol = f.symbol
+        WHERE NOT s.fractionable
         UNION ALL
         SELECT FROM unnest(v_sold_account, v_sold_symbol, v_sold) AS d(account_id, symbol, sold)
         LEFT JOIN (SELECT * FROM positions WHERE account_id = ANY (v_accounts)) p
@@ -685,6 +1032,7 @@ BEGIN
                     WHEN a.status <> 'open' THEN 'SL003'
                     WHEN br.status IS DISTINCT FROM 'active' THEN 'SL005'
                     WHEN s.active IS NOT TRUE THEN 'SL006'
+                    WHEN o.quantity <> trunc(o.quantity) AND NOT s.fractionable THEN 'SL014'
                     WHEN o.seq <> o.expected_seq THEN '428C9'
                     WHEN o.executed_at < o.previous_at
                       OR o.executed_at > clock_timestamp() + future_tolerance() THEN 'SL002'
@@ -700,6 +1048,8 @@ BEGIN
                     WHEN br.status IS DISTINCT FROM 'active' THEN format(
                         'broker %s is %s', o.broker_id, coalesce(br.status, 'unknown'))
                     WHEN s.active IS NOT TRUE THEN format('stock %s is not tradable', o.symbol)
+                    WHEN o.quantity <> trunc(o.quantity) AND NOT s.fractionable THEN format(
+                        'stock %s trades in whole shares only, not %s', o.symbol, o.quantity)
                     WHEN o.seq <> o.expected_seq THEN format(
                         'seq %s of account %s does not continue its sequence (%s)',
                         o.seq, o.account_id, o.expected_seq)
@@ -747,7 +1097,7 @@ BEGIN
         GROUP BY account_id, symbol
     ) net;
     WITH updated AS (
-        UPDATE positions p SET quantity = p.quantity + d.quantity, updated_at = v_now
+        UPDATE positions p SET quantity = trim_scale(p.quantity + d.quantity), updated_at = v_now
         FROM (
             SELECT * FROM unnest(v_net_account, v_net_symbol, v_net)
                           AS n(account_id, symbol, quantity)
@@ -780,13 +1130,13 @@ CREATE FUNCTION trade(
     p_broker_id bigint,
     p_symbol text,
     p_side text,
-    p_quantity bigint,
+    p_quantity numeric,
     p_price numeric,
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
     p_client_order_id text DEFAULT NULL::text
 ) RETURNS TABLE(
     trade trade_rows,
-    position_quantity bigint
+    position_quantity numeric
 )
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -820,13 +1170,13 @@ CREATE FUNCTION trade_idempotent(
     p_broker_id bigint,
     p_symbol text,
     p_side text,
-    p_quantity bigint,
+    p_quantity numeric,
     p_price numeric,
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
     p_client_order_id text DEFAULT NULL::text
 ) RETURNS TABLE(
     trade trade_rows,
-    position_quantity bigint,
+    position_quantity numeric,
     replayed boolean
 )
     LANGUAGE plpgsql SECURITY DEFINER
@@ -836,7 +1186,7 @@ CREATE FUNCTION trade_idempotent(
 DECLARE
     claim  idempotency_keys;
     t      trades;
-    v_held bigint;
+    v_held numeric;
 BEGIN
     INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash)
     VALUES (p_broker_id, p_account_id, p_idempotency_key, p_request_hash)
@@ -894,7 +1244,7 @@ CREATE FUNCTION trade_batch_insert(
     p_account_ids bigint[],
     p_symbols text[],
     p_sides text[],
-    p_quantities bigint[],
+    p_quantities numeric[],
     p_prices numeric[],
     p_executed_ats timestamp with time zone[],
     p_client_order_ids text[],
@@ -918,7 +1268,7 @@ CREATE FUNCTION trade_batch_insert(
     )
     INSERT INTO trades AS t (account_id, broker_id, symbol, side, quantity, price, executed_at,
                              client_order_id, seq, batch_id)
-    SELECT x.account_id, p_broker_id, x.symbol, x.side, x.quantity,
+    SELECT x.account_id, p_broker_id, x.symbol, x.side, trim_scale(x.quantity),
            CASE WHEN x.price = trunc(x.price, 4) THEN trunc(x.price, 4) ELSE x.price END,
            coalesce(x.executed_at, greatest(p_now, l.executed_at)),
            x.client_order_id,
@@ -930,7 +1280,7 @@ CREATE FUNCTION trade_batch_insert(
     ORDER BY x.i
     -- The columns of trade_rows, in its order (PostgreSQL checks the shape): read back
     -- through the view instead, 10,000 rows would cost 10,000 index probes.
-    RETURNING t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::bigint,
+    RETURNING t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::numeric,
               t.price::numeric, t.executed_at, t.seq, t.client_order_id::text;
 $$;
 
@@ -978,7 +1328,7 @@ CREATE FUNCTION trade_batch(
     p_account_ids bigint[],
     p_symbols text[],
     p_sides text[],
-    p_quantities bigint[],
+    p_quantities numeric[],
     p_prices numeric[],
     p_executed_ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[],
     p_client_order_ids text[] DEFAULT NULL::text[]
@@ -1032,6 +1382,10 @@ BEGIN
         ORDER BY u.i LIMIT 1;
         RAISE EXCEPTION USING
             ERRCODE = CASE WHEN EXISTS (SELECT FROM accounts
+                                        WHERE account_id = v_foreign.account_id
+                                          AND broker_supervises(p_broker_id, broker_id))
+                           THEN 'SL017'
+                           WHEN EXISTS (SELECT FROM accounts
                                         WHERE account_id = v_foreign.account_id)
                            THEN 'SL004' ELSE 'SL009' END,
             MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
@@ -1065,7 +1419,8 @@ BEGIN
             v_last_ats);
         RETURN;
     EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
-                   OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE '22008' THEN
+                   OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
+                   OR SQLSTATE '22008' THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                 v_detail = PG_EXCEPTION_DETAIL;
     END;
@@ -1088,7 +1443,8 @@ BEGIN
             -- inserted here).
             EXIT;
         EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
-                       OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE '22008' THEN
+                       OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
+                       OR SQLSTATE '22008' THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                     v_detail = PG_EXCEPTION_DETAIL;
         END;
@@ -1147,6 +1503,27 @@ CREATE TRIGGER brokers_check_tax_identity BEFORE INSERT ON brokers
     FOR EACH ROW EXECUTE FUNCTION brokers_check_tax_identity();
 CREATE TRIGGER accounts_check_tax_identity BEFORE INSERT ON accounts
     FOR EACH ROW EXECUTE FUNCTION accounts_check_tax_identity();
+CREATE TRIGGER accounts_add_first_holder AFTER INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_add_first_holder();
+CREATE TRIGGER account_holders_admit BEFORE INSERT ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION account_holders_admit();
+CREATE TRIGGER account_holders_change BEFORE UPDATE ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION account_holders_change();
+CREATE TRIGGER account_holders_history_only BEFORE DELETE ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+CREATE TRIGGER account_holders_no_truncate BEFORE TRUNCATE ON account_holders
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+
+CREATE TRIGGER brokers_supervision_lock BEFORE UPDATE OF manager_id ON brokers
+    FOR EACH STATEMENT EXECUTE FUNCTION lock_supervision();
+CREATE TRIGGER brokers_check_supervision BEFORE UPDATE OF manager_id ON brokers
+    FOR EACH ROW WHEN (NEW.manager_id IS NOT NULL AND NEW.manager_id IS DISTINCT FROM OLD.manager_id)
+    EXECUTE FUNCTION brokers_check_supervision();
+
+CREATE TRIGGER stock_prices_admit BEFORE INSERT ON stock_prices
+    FOR EACH ROW EXECUTE FUNCTION stock_prices_admit();
+CREATE TRIGGER stock_prices_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON stock_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
 
 CREATE TRIGGER clients_tax_id_immutable BEFORE UPDATE OF tax_id ON clients
     FOR EACH ROW WHEN (OLD.tax_id IS DISTINCT FROM NEW.tax_id)
@@ -1193,26 +1570,32 @@ CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
 
 -- Grants ----------------------------------------------------------------------------------
 
--- Functions are executable by PUBLIC by default; the application may call only these seven.
+-- Functions are executable by PUBLIC by default; the application may call only these.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     register_broker(text, text, text),
     open_account(bigint, bigint),
-    trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text),
-    trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric, timestamptz, text),
-    trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[], timestamptz[], text[]),
+    open_account(bigint[], bigint),
+    add_account_holder(bigint, bigint),
+    remove_account_holder(bigint, bigint),
+    broker_supervises(bigint, bigint),
+    trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text),
+    trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text),
+    trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[]),
     broker_of_key(text, bytea),
     issue_broker_key(bigint, text, bytea)
     TO stockledger_app;
 
 -- It reads what it serves and writes reference data with plain INSERT and UPDATE (the
--- triggers still apply); it has no write on trades, positions, tax_identities or
--- idempotency_keys: trades only through the functions above. (Migration 0002 also grants it
--- SELECT on schema_migrations, which migrate() creates, for /readyz.)
+-- triggers still apply); it has no write on trades, positions, account_holders,
+-- tax_identities or idempotency_keys: those only through the functions above. (Migration 0002
+-- also grants it SELECT on schema_migrations, which migrate() creates, for /readyz.)
 GRANT USAGE ON SCHEMA public TO stockledger_app;
-GRANT SELECT ON clients, brokers, broker_keys, accounts, stocks, trades, trade_rows, positions,
-    holds TO stockledger_app;
+GRANT SELECT ON clients, brokers, broker_keys, accounts, account_holders, stocks, stock_prices,
+    trades, trade_rows, positions, holds TO stockledger_app;
 GRANT INSERT ON clients, brokers, broker_keys, accounts, stocks TO stockledger_app;
-GRANT UPDATE (status) ON accounts, brokers TO stockledger_app;
-GRANT UPDATE (name, active) ON stocks TO stockledger_app;
+GRANT INSERT (symbol, as_of, price) ON stock_prices TO stockledger_app;
+GRANT UPDATE (status) ON accounts TO stockledger_app;
+GRANT UPDATE (status, manager_id) ON brokers TO stockledger_app;
+GRANT UPDATE (name, active, fractionable) ON stocks TO stockledger_app;
 GRANT UPDATE (revoked_at) ON broker_keys TO stockledger_app;

@@ -4,9 +4,10 @@ trade_idempotent(), in the trade's own transaction: sql/schema.sql)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC
 
+from stockledger import json_text
+from stockledger.json_text import quantity_json
 from stockledger.trading.requests import TradeRequest
 
 
@@ -17,7 +18,10 @@ def request_fingerprint(request: TradeRequest) -> bytes:
     and whitespace, or one instant written with two offsets, the same request.
     """
     canonical = request.model_dump(mode="json")
+    # As the API writes a quantity: 10 stays the integer it was hashed as before quantities
+    # could be fractional, so a retry across that upgrade still replays.
+    canonical["quantity"] = quantity_json(request.quantity)
     if request.executed_at is not None:
         canonical["executed_at"] = request.executed_at.astimezone(UTC).isoformat()
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    text = json_text.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).digest()

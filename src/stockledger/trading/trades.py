@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from stockledger.db.boundary import fetch_all, fetch_existing, fetch_one
 from stockledger.db.queries import query
 from stockledger.fields import PRICE_STEP
+from stockledger.json_text import quantity_json
 from stockledger.registry.keys import PresentedKey
 from stockledger.trading.idempotency import request_fingerprint
 from stockledger.trading.requests import TradeRequest
@@ -35,6 +36,12 @@ PriceText = Annotated[
     Decimal,
     PlainSerializer(_price_text, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{4}$", "examples": ["187.2500"]}),
+]
+# A JSON number with its exact digits (stockledger.json_text): 10, or 2.5.
+Shares = Annotated[
+    Decimal,
+    PlainSerializer(quantity_json),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "examples": [10, 2.5]}),
 ]
 Timestamp = Annotated[
     datetime,
@@ -55,7 +62,7 @@ class Trade(BaseModel):
     broker_id: int
     symbol: str
     side: Literal["buy", "sell"]
-    quantity: int
+    quantity: Shares
     price: PriceText
     executed_at: Timestamp
     seq: int = Field(description="the account's gapless sequence number, from 1")
@@ -67,20 +74,25 @@ class Trade(BaseModel):
         return cls.model_construct(**row)
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # Python mode: every field's serializer makes it JSON-ready, and the quantity stays a
+        # number (JSON mode would write a Decimal as a string).
+        return self.model_dump(mode="python")
 
 
 @dataclass(frozen=True)
 class TradeResult:
     trade: Trade
-    position_quantity: int
+    position_quantity: Decimal
     # True when an idempotency key replayed an earlier trade instead of executing a new one.
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "trade": self.trade.to_json(),
-            "position": {"symbol": self.trade.symbol, "quantity": self.position_quantity},
+            "position": {
+                "symbol": self.trade.symbol,
+                "quantity": quantity_json(self.position_quantity),
+            },
         }
 
 

@@ -1,2 +1,2 @@
-"""One blueprint per resource: the seed's endpoints, accounts, trades, administration,
+"""One blueprint per resource: the seed's endpoints, accounts, trades, stocks, administration,
 operations."""

@@ -1,4 +1,5 @@
-"""Accounts as a broker (or the operator) sees them: the account, owner, holdings, history."""
+"""Accounts as a broker (or the operator) sees them: the account, owner, holdings, history;
+and, for the operator, their status and holders."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from flask_openapi3.models.tag import Tag
 
 from stockledger.http.context import admin_only, caller, connection, protect
 from stockledger.http.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
-from stockledger.http.params import AccountPath
-from stockledger.http.responses import Account, AccountHoldings, AccountOwner, TradePage
+from stockledger.http.params import AccountHolderPath, AccountPath
+from stockledger.http.responses import Account, AccountHoldings, AccountOwner, Holder, TradePage
 from stockledger.registry import accounts, records
-from stockledger.registry.requests import AccountStatusChange
+from stockledger.registry.requests import AccountStatusChange, HolderAdd
 from stockledger.trading import history, positions
 from stockledger.trading.requests import TradePageQuery
 
-TAG = Tag(name="accounts", description="A broker sees only the accounts it is broker of record of")
+TAG = Tag(
+    name="accounts",
+    description="A broker sees the accounts it is broker of record of, and a supervisor those "
+    "of the brokers below it (read only)",
+)
 blueprint = APIBlueprint(
     "accounts", __name__, abp_tags=[TAG], abp_security=SECURITY, abp_responses=ACCOUNT_SCOPED
 )
@@ -30,7 +35,7 @@ def get_account(path: AccountPath) -> Response:
 
 @blueprint.get("/v1/accounts/<int:account_id>/owner", responses={200: AccountOwner})
 def get_owner(path: AccountPath) -> Response:
-    """The client who owns the account"""
+    """The account's holders: the primary as owner, and every current one as owners"""
     return jsonify(accounts.owner(connection(), path.account_id, caller().broker_id))
 
 
@@ -58,3 +63,19 @@ def get_trades(path: AccountPath, query: TradePageQuery) -> Response:
 def patch_account(path: AccountPath, body: AccountStatusChange) -> Response:
     """Freeze, close or reopen an account"""
     return jsonify(records.set_account_status(connection(), path.account_id, body))
+
+
+@blueprint.post("/v1/accounts/<int:account_id>/holders", responses={201: Holder, **WITH_BODY})
+@admin_only
+def post_holder(path: AccountPath, body: HolderAdd) -> tuple[Response, int]:
+    """Add a holder to an account (joint account); a broker's tax id is refused"""
+    return jsonify(records.add_holder(connection(), path.account_id, body.client_id)), 201
+
+
+@blueprint.delete(
+    "/v1/accounts/<int:account_id>/holders/<int:client_id>", responses={200: Holder, **WITH_BODY}
+)
+@admin_only
+def delete_holder(path: AccountHolderPath) -> Response:
+    """Remove a current holder (kept as history); never the last one (409 last_holder)"""
+    return jsonify(records.remove_holder(connection(), path.account_id, path.client_id))

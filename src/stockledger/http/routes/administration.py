@@ -8,7 +8,7 @@ from flask_openapi3.models.tag import Tag
 
 from stockledger.http.context import admin_only, connection, protect
 from stockledger.http.openapi import SECURITY, WITH_BODY
-from stockledger.http.params import BrokerKeyPath, BrokerPath
+from stockledger.http.params import BrokerKeyPath, BrokerPath, StockPath
 from stockledger.http.responses import (
     Account,
     Broker,
@@ -17,13 +17,16 @@ from stockledger.http.responses import (
     IssuedKey,
     RevokedKey,
     Stock,
+    StockPrice,
 )
 from stockledger.registry import keys, records
 from stockledger.registry.requests import (
     AccountCreate,
+    BrokerChange,
     BrokerCreate,
-    BrokerStatusChange,
     ClientCreate,
+    PriceRecord,
+    StockChange,
     StockCreate,
 )
 
@@ -52,9 +55,10 @@ def post_broker(body: BrokerCreate) -> Created:
 
 @blueprint.patch("/v1/brokers/<int:broker_id>", responses={200: Broker})
 @admin_only
-def patch_broker(path: BrokerPath, body: BrokerStatusChange) -> Response:
-    """Suspend or reactivate a broker (a suspended broker's keys answer 403)"""
-    return jsonify(records.set_broker_status(connection(), path.broker_id, body))
+def patch_broker(path: BrokerPath, body: BrokerChange) -> Response:
+    """Suspend or reactivate a broker (a suspended broker's keys answer 403), or set or clear
+    its supervisor (manager_id; a chain that would loop is refused, 409 supervision_cycle)"""
+    return jsonify(records.change_broker(connection(), path.broker_id, body))
 
 
 @blueprint.post("/v1/brokers/<int:broker_id>/keys", responses={201: IssuedKey})
@@ -74,12 +78,28 @@ def delete_broker_key(path: BrokerKeyPath) -> Response:
 @blueprint.post("/v1/accounts", responses={201: Account})
 @admin_only
 def post_account(body: AccountCreate) -> Created:
-    """Open an account for a client, with its broker of record"""
+    """Open an account for a client (client_id) or jointly (holders, primary first), with its
+    broker of record"""
     return jsonify(records.open_account(connection(), body)), 201
 
 
 @blueprint.post("/v1/stocks", responses={201: Stock})
 @admin_only
 def post_stock(body: StockCreate) -> Created:
-    """List a stock"""
+    """List a stock (fractionable: whether fractions of a share trade; default false)"""
     return jsonify(records.add_stock(connection(), body)), 201
+
+
+@blueprint.patch("/v1/stocks/<symbol>", responses={200: Stock})
+@admin_only
+def patch_stock(path: StockPath, body: StockChange) -> Response:
+    """Rename a stock, delist or relist it, or allow or stop fractional trades"""
+    return jsonify(records.change_stock(connection(), path.symbol, body))
+
+
+@blueprint.post("/v1/stocks/<symbol>/prices", responses={201: StockPrice})
+@admin_only
+def post_stock_price(path: StockPath, body: PriceRecord) -> Created:
+    """Record a reference price (the latest by as_of is the stock's price; a price never
+    moves a balance)"""
+    return jsonify(records.record_price(connection(), path.symbol, body)), 201

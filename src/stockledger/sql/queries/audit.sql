@@ -45,7 +45,14 @@ WHERE executed_at < previous_executed_at
 LIMIT 5;
 
 -- name: verify_no_broker_owned_account
-SELECT a.account_id, c.tax_id, b.broker_id
+-- Rule 4 over every holder an account has or had (history counts: a broker may not have held
+-- an account either), read from the clients' tax ids, not from the claims the rule uses.
+SELECT h.account_id, h.client_id, c.tax_id, b.broker_id
+FROM account_holders h
+JOIN clients c ON c.client_id = h.client_id
+JOIN brokers b ON b.tax_id = c.tax_id
+UNION ALL
+SELECT a.account_id, a.client_id, c.tax_id, b.broker_id
 FROM accounts a
 JOIN clients c ON c.client_id = a.client_id
 JOIN brokers b ON b.tax_id = c.tax_id
@@ -55,4 +62,27 @@ LIMIT 5;
 SELECT t.account_id, t.seq, t.broker_id, a.broker_id AS broker_of_record
 FROM trades t JOIN accounts a ON a.account_id = t.account_id
 WHERE t.broker_id <> a.broker_id
+LIMIT 5;
+
+-- name: verify_every_account_has_a_holder
+-- Rule 8.
+SELECT a.account_id
+FROM accounts a
+WHERE NOT EXISTS (SELECT FROM account_holders h
+                  WHERE h.account_id = a.account_id AND h.removed_at IS NULL)
+LIMIT 5;
+
+-- name: verify_no_supervision_cycle
+-- Rule 10: from each supervised broker up its chain; a chain that comes back to where it
+-- started is a loop (CYCLE stops a walk that enters a loop elsewhere).
+WITH RECURSIVE chain (start_id, broker_id) AS (
+    SELECT broker_id, manager_id FROM brokers WHERE manager_id IS NOT NULL
+    UNION ALL
+    SELECT c.start_id, b.manager_id
+    FROM chain c JOIN brokers b ON b.broker_id = c.broker_id
+    WHERE b.manager_id IS NOT NULL
+) CYCLE broker_id SET looped USING path
+SELECT DISTINCT start_id AS broker_id
+FROM chain
+WHERE broker_id = start_id
 LIMIT 5;

@@ -37,20 +37,28 @@ WHERE k.broker_id = %(broker_id)s;
 -- All or nothing: one element of each array per trade, in batch order.
 SELECT *
 FROM trade_batch(%(broker_id)s, %(account_ids)s::bigint[], %(symbols)s::text[],
-                 %(sides)s::text[], %(quantities)s::bigint[], %(prices)s::numeric[],
+                 %(sides)s::text[], %(quantities)s::numeric[], %(prices)s::numeric[],
                  %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[]);
 
--- Reads take the caller's broker_id (NULL for the operator): a broker sees only the accounts
--- whose broker of record it is, and any other account is simply not found.
+-- Reads take the caller's broker_id (NULL for the operator): a broker sees the accounts whose
+-- broker of record it is or supervises (at any depth, broker_supervises()), and any other
+-- account is simply not found.
 
 -- name: account_holdings
--- O(positions of one account) through positions_pkey, whatever the size of the ledger. The
--- LEFT JOIN tells "no holdings" (one row, NULL symbol) from "no such account" (no row).
-SELECT a.account_id, p.symbol, p.quantity
+-- O(positions of one account) through positions_pkey, whatever the size of the ledger, and
+-- one backward probe of stock_prices_pkey per position for its latest price. The LEFT JOIN
+-- tells "no holdings" (one row, NULL symbol) from "no such account" (no row).
+SELECT a.account_id, p.symbol, p.quantity, pr.price,
+       round(p.quantity * pr.price, 2) AS market_value
 FROM accounts a
 LEFT JOIN positions p ON p.account_id = a.account_id AND p.quantity > 0
+LEFT JOIN LATERAL (
+    SELECT sp.price FROM stock_prices sp
+    WHERE sp.symbol = p.symbol ORDER BY sp.as_of DESC LIMIT 1
+) pr ON true
 WHERE a.account_id = %(account_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint)
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
+       OR broker_supervises(%(broker_id)s::bigint, a.broker_id))
 ORDER BY p.symbol;
 
 -- name: account_trades_page
@@ -73,4 +81,5 @@ LIMIT %(limit)s;
 SELECT t.*
 FROM trade_rows t JOIN accounts a ON a.account_id = t.account_id
 WHERE t.trade_id = %(trade_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
+       OR broker_supervises(%(broker_id)s::bigint, a.broker_id));

@@ -1,0 +1,1096 @@
+-- 0013: the real books (SPEC §1.1, §1.2 rules 4 and 8–10, §1.6): joint accounts, fractional
+-- shares, reference prices, broker supervision. Cash and lots come next (0015 on).
+--
+-- On a cluster this runs on the placed schema (docs/scale-out.md): the new per-account table
+-- (account_holders) and reference table (stock_prices) are placed by migrate right after it,
+-- and 0014 fills account_holders from today's accounts.
+--
+-- Quantities become exact decimals (rule 9): trades.quantity takes a numeric domain
+-- (share_quantity, up to 6 decimal places; the constraint keeps its name, trades_quantity_check),
+-- and positions and idempotency claims hold numerics. The views over trades and the functions
+-- that return their rows are dropped for the change and made again; a ledger is rewritten once
+-- (ALTER COLUMN … TYPE), which on a large book takes time under an exclusive lock: plan it
+-- like any table rewrite.
+
+-- Clients: an optional postal address.
+ALTER TABLE clients ADD COLUMN address text,
+    ADD CONSTRAINT clients_address_check
+        CHECK (char_length(btrim(address)) BETWEEN 1 AND 500 AND address !~ '[\x01-\x09\x0b-\x1f\x7f]');
+
+-- Stocks: whether fractions of a share trade (rule 9).
+ALTER TABLE stocks ADD COLUMN fractionable boolean NOT NULL DEFAULT false;
+
+-- Brokers: who supervises whom (rule 10).
+ALTER TABLE brokers ADD COLUMN manager_id bigint,
+    ADD CONSTRAINT brokers_manager_id_fkey FOREIGN KEY (manager_id) REFERENCES brokers (broker_id),
+    ADD CONSTRAINT brokers_manager_id_check CHECK (manager_id <> broker_id);
+CREATE INDEX brokers_manager_id_idx ON brokers (manager_id);
+
+-- Accounts: when their holders last changed (the row a removal updates, account_holders_change).
+ALTER TABLE accounts ADD COLUMN holders_changed_at timestamptz;
+
+-- Quantities: whole or fractional.
+DROP FUNCTION trade(bigint, bigint, text, text, bigint, numeric, timestamptz, text);
+DROP FUNCTION trade_idempotent(text, bytea, bigint, bigint, text, text, bigint, numeric,
+                               timestamptz, text);
+DROP FUNCTION trade_batch(bigint, bigint[], text[], text[], bigint[], numeric[], timestamptz[],
+                          text[]);
+DROP FUNCTION trade_batch_insert(bigint, bigint, timestamptz, integer, bigint[], text[], text[],
+                                 bigint[], numeric[], timestamptz[], text[], bigint[], bigint[],
+                                 timestamptz[]);
+DROP VIEW holds;
+DROP VIEW trade_rows;
+
+CREATE DOMAIN share_quantity AS numeric
+    CONSTRAINT trades_quantity_check
+        CHECK (VALUE > 0 AND VALUE <= 1000000000 AND VALUE = trunc(VALUE, 6));
+ALTER TABLE trades ALTER COLUMN quantity TYPE share_quantity USING quantity::bigint::numeric;
+DROP DOMAIN trade_quantity;
+ALTER TABLE positions ALTER COLUMN quantity TYPE numeric;
+ALTER TABLE idempotency_keys ALTER COLUMN position_quantity TYPE numeric;
+
+-- A trade as callers read it: the one declaration of its columns, in their base types. trade()
+-- and trade_idempotent() return it (as their column `trade`), trade_batch() returns its rows,
+-- and the history queries read it.
+CREATE VIEW trade_rows AS
+SELECT trade_id, account_id, broker_id, symbol, side::text AS side,
+       quantity::numeric AS quantity, price::numeric AS price, executed_at, seq,
+       client_order_id::text AS client_order_id
+FROM trades;
+
+-- The seed's definition of holdings, straight from the ledger (verify compares it with
+-- positions).
+CREATE VIEW holds AS
+SELECT account_id, symbol,
+       sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
+FROM trades
+GROUP BY account_id, symbol
+HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
+
+-- Rule 8: the holders of each account, current and past (history is kept: a removal sets
+-- removed_at). position 1 is the first holder, then in the order they were added; the primary
+-- holder is the current one with the lowest position. Per-account data: keyed with account_id.
+CREATE TABLE account_holders (
+    account_id   bigint NOT NULL,
+    position     integer NOT NULL,
+    client_id    bigint NOT NULL,
+    -- The holder's tax id, filled from the client by account_holders_admit (rule 4).
+    tax_id       text NOT NULL,
+    claims_owner boolean NOT NULL DEFAULT true,
+    added_at     timestamptz NOT NULL DEFAULT now(),
+    removed_at   timestamptz,
+    CONSTRAINT account_holders_pkey PRIMARY KEY (account_id, position),
+    CONSTRAINT account_holders_account_id_fkey
+        FOREIGN KEY (account_id) REFERENCES accounts (account_id),
+    CONSTRAINT account_holders_client_id_fkey
+        FOREIGN KEY (client_id, tax_id) REFERENCES clients (client_id, tax_id),
+    -- Rule 4: a holder stands on its tax identity claimed as an owner's.
+    CONSTRAINT account_holders_claims_owner_check CHECK (claims_owner),
+    CONSTRAINT account_holders_tax_identity_fkey
+        FOREIGN KEY (tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account),
+    CONSTRAINT account_holders_position_check CHECK (position >= 1),
+    CONSTRAINT account_holders_removed_at_check CHECK (removed_at >= added_at)
+);
+-- A client holds an account at most once at a time.
+CREATE UNIQUE INDEX account_holders_current_key
+    ON account_holders (account_id, client_id) WHERE removed_at IS NULL;
+CREATE INDEX account_holders_client_id_idx ON account_holders (client_id);
+
+-- §1.6: reference prices, append-only; a stock's price is its latest (by as_of). A reference
+-- table on a cluster, read by a backward probe of its key.
+CREATE TABLE stock_prices (
+    symbol      text NOT NULL,
+    as_of       timestamptz NOT NULL DEFAULT now(),
+    price       numeric NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT stock_prices_pkey PRIMARY KEY (symbol, as_of),
+    CONSTRAINT stock_prices_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
+    CONSTRAINT stock_prices_price_check
+        CHECK (price > 0 AND price < 1000000000000 AND price = trunc(price, 4))
+);
+
+-- Rule 8: an account's holders. Who holds an account is per-account data (distributed with
+-- the account on a cluster); each holder's tax identity is claimed as an owner's, like the
+-- account's first client's, so that rule 4 covers every holder: the foreign key to
+-- tax_identities makes every writer claim it, and a claim meets a broker's registration on
+-- the same row (claim_tax_identity()).
+CREATE FUNCTION account_holders_admit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.position IS NOT NULL THEN
+        RAISE EXCEPTION 'a holder''s position is assigned by the database'
+            USING ERRCODE = '428C9', COLUMN = 'position';
+    END IF;
+    IF NEW.removed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'a holder is added current; set removed_at to remove it afterwards'
+            USING ERRCODE = '22023', COLUMN = 'removed_at';
+    END IF;
+    -- The account's row serialises its holder changes, as it serialises its trades.
+    PERFORM FROM accounts WHERE account_id = NEW.account_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        -- PostgreSQL's own words, as accounts_check_tax_identity() says them (a cluster relays
+        -- the message, not the constraint's field).
+        RAISE EXCEPTION 'insert or update on table "account_holders" violates foreign key constraint "account_holders_account_id_fkey"'
+            USING ERRCODE = '23503', CONSTRAINT = 'account_holders_account_id_fkey',
+                  DETAIL = format('Key (account_id)=(%s) is not present in table "accounts".',
+                                  NEW.account_id);
+    END IF;
+    SELECT c.tax_id INTO NEW.tax_id FROM clients c WHERE c.client_id = NEW.client_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "account_holders" violates foreign key constraint "account_holders_client_id_fkey"'
+            USING ERRCODE = '23503', CONSTRAINT = 'account_holders_client_id_fkey',
+                  DETAIL = format('Key (client_id)=(%s) is not present in table "clients".',
+                                  NEW.client_id);
+    END IF;
+    IF EXISTS (SELECT FROM tax_identities ti WHERE ti.tax_id = NEW.tax_id AND ti.is_broker) THEN
+        RAISE EXCEPTION 'client % has the tax id of a registered broker and cannot hold an account',
+            NEW.client_id USING ERRCODE = 'SL007';
+    END IF;
+    SELECT coalesce(max(h.position), 0) + 1 INTO NEW.position
+    FROM account_holders h WHERE h.account_id = NEW.account_id;
+    RETURN NEW;
+END
+$$;
+
+
+-- A holder's row never changes but for its removal, once; the last current holder cannot be
+-- removed (SL016). The removal updates the account's row: two removals of one account's
+-- holders queue there, and the second then sees the first (READ COMMITTED) or, with an older
+-- snapshot (REPEATABLE READ), fails to serialise instead of removing the last holder too.
+CREATE FUNCTION account_holders_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF (NEW.account_id, NEW.position, NEW.client_id, NEW.tax_id, NEW.added_at)
+       IS DISTINCT FROM (OLD.account_id, OLD.position, OLD.client_id, OLD.tax_id, OLD.added_at)
+       OR OLD.removed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'account_holders is history: only a current holder''s removed_at can be set'
+            USING ERRCODE = 'SL011', COLUMN = 'removed_at';
+    END IF;
+    IF NEW.removed_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    UPDATE accounts SET holders_changed_at = clock_timestamp()
+    WHERE account_id = OLD.account_id;
+    IF NOT EXISTS (SELECT FROM account_holders h
+                   WHERE h.account_id = OLD.account_id AND h.removed_at IS NULL
+                     AND h.position <> OLD.position) THEN
+        RAISE EXCEPTION 'client % is the last holder of account % and cannot be removed',
+            OLD.client_id, OLD.account_id USING ERRCODE = 'SL016';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+-- Every account starts with its client as the primary holder, whoever inserts it.
+CREATE FUNCTION accounts_add_first_holder() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO account_holders (account_id, client_id, added_at)
+    VALUES (NEW.account_id, NEW.client_id, NEW.opened_at);
+    RETURN NULL;
+END
+$$;
+
+
+-- A joint account in one statement: every holder's identity is claimed (in tax id order, so
+-- that two openings with the same holders queue instead of deadlocking), then the account is
+-- inserted with the first as its primary holder, then the others in their order.
+CREATE FUNCTION open_account(p_client_ids bigint[], p_broker_id bigint) RETURNS SETOF accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_tax_id  text;
+    v_account accounts;
+BEGIN
+    IF coalesce(cardinality(p_client_ids), 0) = 0 OR array_position(p_client_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an account has at least one holder' USING ERRCODE = '22023';
+    END IF;
+    FOR v_tax_id IN
+        SELECT DISTINCT c.tax_id FROM clients c WHERE c.client_id = ANY (p_client_ids)
+        ORDER BY c.tax_id
+    LOOP
+        PERFORM claim_tax_identity(v_tax_id, false);
+    END LOOP;  -- an unknown client is refused by the inserts' foreign keys
+    INSERT INTO accounts (client_id, broker_id) VALUES (p_client_ids[1], p_broker_id)
+    RETURNING * INTO v_account;
+    INSERT INTO account_holders (account_id, client_id)
+    SELECT v_account.account_id, u.client_id
+    FROM unnest(p_client_ids[2:]) WITH ORDINALITY AS u(client_id, i)
+    ORDER BY u.i;
+    RETURN NEXT v_account;
+END
+$$;
+
+
+-- Adding a holder claims its identity first, as opening an account does (rule 4).
+CREATE FUNCTION add_account_holder(p_account_id bigint, p_client_id bigint)
+    RETURNS SETOF account_holders
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    v_tax_id text;
+BEGIN
+    SELECT c.tax_id INTO v_tax_id FROM clients c WHERE c.client_id = p_client_id;
+    IF FOUND THEN
+        PERFORM claim_tax_identity(v_tax_id, false);
+    END IF;
+    RETURN QUERY
+    INSERT INTO account_holders (account_id, client_id) VALUES (p_account_id, p_client_id)
+    RETURNING *;
+END
+$$;
+
+
+-- A current holder's removal (SL016 for the last one; SL018 for a client who does not hold
+-- the account now; SL009 for an unknown account).
+CREATE FUNCTION remove_account_holder(p_account_id bigint, p_client_id bigint)
+    RETURNS SETOF account_holders
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE account_holders h SET removed_at = clock_timestamp()
+    WHERE h.account_id = p_account_id AND h.client_id = p_client_id AND h.removed_at IS NULL
+    RETURNING h.*;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM accounts WHERE account_id = p_account_id) THEN
+            RAISE EXCEPTION 'account % does not exist', p_account_id USING ERRCODE = 'SL009';
+        END IF;
+        RAISE EXCEPTION 'client % is not a current holder of account %', p_client_id,
+            p_account_id USING ERRCODE = 'SL018';
+    END IF;
+END
+$$;
+
+
+-- Rule 10: whether p_supervisor is above p_broker in the manager_id chain (at any depth).
+-- What a supervisor may read, and why its trade is refused as SL017 rather than unknown.
+CREATE FUNCTION broker_supervises(p_supervisor bigint, p_broker bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_manager bigint := p_broker;
+    v_depth   integer := 0;
+BEGIN
+    IF p_supervisor IS NULL THEN
+        RETURN false;
+    END IF;
+    LOOP
+        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
+        IF v_manager IS NULL THEN
+            RETURN false;
+        ELSIF v_manager = p_supervisor THEN
+            RETURN true;
+        END IF;
+        -- The chain never loops (brokers_check_supervision); a bound all the same.
+        v_depth := v_depth + 1;
+        IF v_depth > 1000 THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+-- Rule 10, race-free. Every change of a manager takes one transaction-level lock first (a
+-- statement trigger: before any row of the statement is locked), so changes queue, and each
+-- walks the chain its new manager heads, seeing every change committed before it: two changes
+-- that would close a loop together cannot both pass. The walk locks the rows it reads (FOR
+-- SHARE), so a writer with an older snapshot (REPEATABLE READ) fails to serialise instead of
+-- walking a chain that has changed.
+CREATE FUNCTION lock_supervision() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(8319679467651230067);  -- "supervis" in ASCII
+    RETURN NULL;
+END
+$$;
+
+
+CREATE FUNCTION brokers_check_supervision() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_manager bigint := NEW.manager_id;
+BEGIN
+    WHILE v_manager IS NOT NULL LOOP
+        IF v_manager = NEW.broker_id THEN
+            RAISE EXCEPTION 'broker % cannot be supervised by broker %: the chain would loop',
+                NEW.broker_id, NEW.manager_id USING ERRCODE = 'SL015';
+        END IF;
+        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
+        FOR SHARE;
+    END LOOP;
+    RETURN NEW;
+END
+$$;
+
+
+-- A reference price's time: not ahead of the database's clock by more than a trade's may be
+-- (SL002), not before 1900 (22008); its price is stored with scale 4. SECURITY DEFINER: the
+-- application inserts prices itself, and may not call future_tolerance().
+CREATE FUNCTION stock_prices_admit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.as_of > clock_timestamp() + future_tolerance() THEN
+        RAISE EXCEPTION 'as_of % is more than % seconds in the future', NEW.as_of,
+            extract(epoch FROM future_tolerance())::integer USING ERRCODE = 'SL002';
+    ELSIF NEW.as_of < '1900-01-01 00:00:00+00' THEN
+        RAISE EXCEPTION 'as_of % is before 1900-01-01T00:00:00Z', NEW.as_of
+            USING ERRCODE = '22008', COLUMN = 'as_of';
+    END IF;
+    IF NEW.price = trunc(NEW.price, 4) THEN
+        NEW.price := trunc(NEW.price, 4);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The single-holder form, kept for the scripts that call it.
+CREATE OR REPLACE FUNCTION open_account(p_client_id bigint, p_broker_id bigint) RETURNS SETOF accounts
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT * FROM open_account(ARRAY[p_client_id], p_broker_id);
+$$;
+
+CREATE OR REPLACE FUNCTION trades_admit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_account_status text;
+    v_broker_status  text;
+    v_stock_active   boolean;
+    v_fractionable   boolean;
+    v_last_seq       bigint;
+    v_last_at        timestamptz;
+    v_now            timestamptz;
+BEGIN
+    IF NEW.seq IS NOT NULL THEN
+        RAISE EXCEPTION 'seq is assigned by the database' USING ERRCODE = '428C9', COLUMN = 'seq';
+    END IF;
+
+    -- Only the broker of record's trade locks the account: the broker is part of the
+    -- condition, so another broker's trade finds no row, takes no lock and waits for none,
+    -- and answers as for a missing account (SPEC §2.4), whatever the account's status.
+    SELECT status INTO v_account_status
+    FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        -- A supervisor of the broker of record reads the account but never trades it (SPEC
+        -- §2.4): it may know the account exists.
+        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id
+                   AND broker_supervises(NEW.broker_id, broker_id)) THEN
+            RAISE EXCEPTION 'broker % supervises account % and may read it, not trade it',
+                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL017';
+        END IF;
+        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id) THEN
+            RAISE EXCEPTION 'broker % is not the broker of record of account %',
+                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
+        END IF;
+        RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+    END IF;
+    IF v_account_status <> 'open' THEN
+        RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
+    END IF;
+
+    SELECT status INTO v_broker_status FROM brokers WHERE broker_id = NEW.broker_id;
+    IF v_broker_status <> 'active' THEN
+        RAISE EXCEPTION 'broker % is %', NEW.broker_id, v_broker_status USING ERRCODE = 'SL005';
+    END IF;
+
+    SELECT active, fractionable INTO v_stock_active, v_fractionable
+    FROM stocks WHERE symbol = NEW.symbol;
+    IF v_stock_active IS NOT TRUE THEN
+        RAISE EXCEPTION 'stock % is not tradable', NEW.symbol USING ERRCODE = 'SL006';
+    END IF;
+    -- Rule 9.
+    IF NEW.quantity <> trunc(NEW.quantity) AND NOT v_fractionable THEN
+        RAISE EXCEPTION 'stock % trades in whole shares only, not %', NEW.symbol, NEW.quantity
+            USING ERRCODE = 'SL014';
+    END IF;
+
+    -- Under the account lock the latest committed trade is visible (READ COMMITTED takes a new
+    -- snapshot per statement); a stale snapshot (REPEATABLE READ) computes a seq that already
+    -- exists and fails on trades_pkey instead of writing out of order.
+    SELECT seq, executed_at INTO v_last_seq, v_last_at
+    FROM trades WHERE account_id = NEW.account_id
+    ORDER BY seq DESC LIMIT 1;
+
+    v_now := clock_timestamp();
+    IF NEW.executed_at IS NULL THEN
+        -- greatest() so that a clock step backwards cannot reorder the ledger.
+        NEW.executed_at := greatest(v_now, v_last_at);
+    ELSIF NEW.executed_at < v_last_at THEN
+        RAISE EXCEPTION 'executed_at % is earlier than the latest trade of account % (%)',
+            NEW.executed_at, NEW.account_id, v_last_at USING ERRCODE = 'SL002';
+    ELSIF NEW.executed_at > v_now + future_tolerance() THEN
+        RAISE EXCEPTION 'executed_at % is more than % seconds in the future', NEW.executed_at,
+            extract(epoch FROM future_tolerance())::integer
+            USING ERRCODE = 'SL002';
+    ELSIF NEW.executed_at < '1900-01-01 00:00:00+00' THEN
+        -- Every layer must be able to read a stored time back (SPEC §2.8): Python's datetime
+        -- ends at year 1, so "0001-01-01T00:00:00+14:00" (year 0 in UTC) was stored and then
+        -- answered 500. The range is the API's (stockledger.models.EARLIEST_TIME).
+        RAISE EXCEPTION 'executed_at % is before 1900-01-01T00:00:00Z', NEW.executed_at
+            USING ERRCODE = '22008', COLUMN = 'executed_at';
+    END IF;
+
+    NEW.seq := coalesce(v_last_seq, 0) + 1;
+    -- Store every valid price with scale 4 ("187.2500"); invalid ones are left for the CHECK.
+    IF NEW.price = trunc(NEW.price, 4) THEN
+        NEW.price := trunc(NEW.price, 4);
+    END IF;
+    -- And every quantity without trailing zeros ("10", "2.5"): what the API answers.
+    NEW.quantity := trim_scale(NEW.quantity);
+    RETURN NEW;
+END
+$$;
+
+
+-- AFTER, so it only sees rows that passed every check; the account lock taken by trades_admit
+-- serialises the position update of one account. A sell is a conditional UPDATE … WHERE
+-- quantity >= q: the last line of defence against an oversell.
+CREATE OR REPLACE FUNCTION trades_apply_to_position() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_held numeric;
+BEGIN
+    IF NEW.side = 'buy' THEN
+        UPDATE positions SET quantity = trim_scale(quantity + NEW.quantity), updated_at = now()
+        WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
+        IF NOT FOUND THEN
+            INSERT INTO positions (account_id, symbol, quantity, updated_at)
+            VALUES (NEW.account_id, NEW.symbol, NEW.quantity, now());
+        END IF;
+    ELSE
+        UPDATE positions SET quantity = trim_scale(quantity - NEW.quantity), updated_at = now()
+        WHERE account_id = NEW.account_id AND symbol = NEW.symbol AND quantity >= NEW.quantity;
+        IF NOT FOUND THEN
+            SELECT quantity INTO v_held FROM positions
+            WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
+            RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+                NEW.account_id, coalesce(v_held, 0), NEW.symbol, NEW.quantity
+                USING ERRCODE = 'SL001';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+
+-- The same rules for an insert carrying a batch_id (trade_batch(), or psql), over the
+-- statement's transition table: first as a few aggregates that prove most batches valid
+-- without ordering them, and where they cannot (a broken rule, times of the batch's own,
+-- shares sold that the batch bought first) as window functions over the batch in order, which
+-- also name the first failing trade (its batch_index in the error's detail); then one
+-- positions write per account and symbol.
+CREATE OR REPLACE FUNCTION trades_admit_batch() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v record;
+    -- The statement's accounts, in order, and what it does per account.
+    v_accounts    bigint[];
+    v_trades      bigint[];
+    v_first_seqs  bigint[];
+    v_last_seqs   bigint[];
+    v_min_brokers bigint[];
+    v_max_brokers bigint[];
+    v_first_ats   timestamptz[];
+    v_last_ats    timestamptz[];
+    -- Its symbols, those it trades a fraction of, and the shares it sells per position.
+    v_symbols      text[];
+    v_fractional   text[];
+    v_sold_account bigint[];
+    v_sold_symbol  text[];
+    v_sold         numeric[];
+    -- Its net change per position, and the positions that existed.
+    v_net_account  bigint[];
+    v_net_symbol   text[];
+    v_net          numeric[];
+    v_held_account bigint[];
+    v_held_symbol  text[];
+    -- Its rows in insertion order, when they have to be checked one by one.
+    v_rows         trades[];
+    -- A cluster's MERGE takes no call of a volatile function (now()): a value.
+    v_now          timestamptz := now();
+BEGIN
+    -- Single trades were checked row by row; this costs them one probe of the new rows.
+    IF NOT EXISTS (SELECT FROM new_rows WHERE batch_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    -- One pass, no sort (count(DISTINCT) sorted the batch).
+    SELECT count(*) AS rows, count(batch_id) AS batched,
+           min(batch_id) AS first_batch, max(batch_id) AS last_batch
+    INTO v FROM new_rows;
+    IF v.batched <> v.rows OR v.first_batch <> v.last_batch THEN
+        RAISE EXCEPTION 'one INSERT carries one batch, and only its trades'
+            USING ERRCODE = '22023';
+    END IF;
+
+    SELECT array_agg(account_id ORDER BY account_id), array_agg(trades ORDER BY account_id),
+           array_agg(first_seq ORDER BY account_id), array_agg(last_seq ORDER BY account_id),
+           array_agg(min_broker ORDER BY account_id), array_agg(max_broker ORDER BY account_id),
+           array_agg(first_at ORDER BY account_id), array_agg(last_at ORDER BY account_id)
+    INTO v_accounts, v_trades, v_first_seqs, v_last_seqs, v_min_brokers, v_max_brokers,
+         v_first_ats, v_last_ats
+    FROM (
+        SELECT account_id, count(*) AS trades, min(seq) AS first_seq, max(seq) AS last_seq,
+               min(broker_id) AS min_broker, max(broker_id) AS max_broker,
+               min(executed_at) AS first_at, max(executed_at) AS last_at
+        FROM new_rows
+        GROUP BY account_id
+    ) per_account;
+    SELECT array_agg(DISTINCT symbol),
+           array_agg(DISTINCT symbol) FILTER (WHERE quantity <> trunc(quantity))
+    INTO v_symbols, v_fractional
+    FROM new_rows;
+    SELECT array_agg(account_id), array_agg(symbol), array_agg(sold)
+    INTO v_sold_account, v_sold_symbol, v_sold
+    FROM (
+        SELECT account_id, symbol, sum(quantity) AS sold
+        FROM new_rows WHERE side = 'sell'
+        GROUP BY account_id, symbol
+    ) sales;
+
+    -- The accounts' serialization point, as for single trades; in account order, so two
+    -- batches over the same accounts cannot deadlock. (Through trade_batch() they are locked
+    -- already, and only if every one is the caller's; a row naming another broker's account
+    -- is refused below as SL004, before its account's status is looked at.)
+    PERFORM FROM accounts WHERE account_id = ANY (v_accounts)
+    ORDER BY account_id FOR NO KEY UPDATE;
+
+    -- Sufficient for every rule, in aggregates: per account, its trades all name its open
+    -- account's active broker of record, their seqs fill the range right after the
+    -- account's last trade, and they share one timestamp (as
+    -- trade_batch() gives them) no earlier than that trade's and not in the future; every
+    -- stock is tradable; per position, the batch sells no more than was held before it.
+    IF EXISTS (
+        SELECT FROM unnest(v_accounts, v_trades, v_first_seqs, v_last_seqs, v_min_brokers,
+                           v_max_brokers, v_first_ats, v_last_ats)
+                    AS b(account_id, trades, first_seq, last_seq, min_broker, max_broker,
+                         first_at, last_at)
+        LEFT JOIN (SELECT * FROM accounts WHERE account_id = ANY (v_accounts)) a
+               ON a.account_id = b.account_id
+        LEFT JOIN brokers br ON br.broker_id = a.broker_id
+        -- An account's seqs run 1, 2, 3… and trades_pkey refused any the batch repeats, so
+        -- the batch continues the account exactly when first_seq is 1 or first_seq - 1
+        -- exists: a point lookup, where "the latest trade" scans an index page backwards.
+        LEFT JOIN (SELECT * FROM trades WHERE account_id = ANY (v_accounts)) l
+               ON l.account_id = b.account_id AND l.seq = b.first_seq - 1
+        WHERE a.account_id IS NULL OR a.status <> 'open'
+           OR b.min_broker <> a.broker_id OR b.max_broker <> a.broker_id
+           OR br.status IS DISTINCT FROM 'active'
+           OR (b.first_seq > 1 AND l.seq IS NULL)
+           OR b.last_seq <> b.first_seq + b.trades - 1
+           OR b.first_at <> b.last_at OR b.first_at < l.executed_at
+           OR b.last_at > clock_timestamp() + future_tolerance()
+           OR b.first_at < '1900-01-01 00:00:00+00'
+        UNION ALL
+        SELECT FROM unnest(v_symbols) AS n(symbol)
+        LEFT JOIN stocks s ON s.symbol = n.symbol
+        WHERE s.active IS NOT TRUE
+        UNION ALL
+        SELECT FROM unnest(v_fractional) AS f(symbol)
+        JOIN stocks s ON s.symbol = f.symbol
+        WHERE NOT s.fractionable
+        UNION ALL
+        SELECT FROM unnest(v_sold_account, v_sold_symbol, v_sold) AS d(account_id, symbol, sold)
+        LEFT JOIN (SELECT * FROM positions WHERE account_id = ANY (v_accounts)) p
+               ON p.account_id = d.account_id AND p.symbol = d.symbol
+        WHERE d.sold > coalesce(p.quantity, 0)
+    ) THEN
+        -- Not proven valid: every trade against every rule, in batch order. trade_id follows
+        -- insertion order, hence the index in the submitted batch.
+        SELECT array_agg(n ORDER BY n.trade_id) INTO v_rows FROM new_rows n;
+        WITH batch AS (
+            SELECT r.*, r.ordinality - 1 AS idx
+            FROM unnest(v_rows) WITH ORDINALITY AS r
+        ),
+        before_batch AS (
+            -- Per account: the last trade before the batch.
+            SELECT f.account_id, l.seq AS last_seq, l.executed_at AS last_at
+            FROM unnest(v_accounts, v_first_seqs) AS f(account_id, first_seq)
+            LEFT JOIN LATERAL (
+                SELECT t.seq, t.executed_at FROM trades t
+                WHERE t.account_id = ANY (v_accounts)
+                  AND t.account_id = f.account_id AND t.seq < f.first_seq
+                ORDER BY t.seq DESC LIMIT 1
+            ) l ON true
+        ),
+        ordered AS (
+            SELECT b.*,
+                   coalesce(bb.last_seq, 0)
+                       + row_number() OVER (PARTITION BY b.account_id ORDER BY b.seq)
+                       AS expected_seq,
+                   coalesce(lag(b.executed_at) OVER (PARTITION BY b.account_id ORDER BY b.seq),
+                            bb.last_at) AS previous_at,
+                   coalesce(p.quantity, 0) + sum(CASE b.side WHEN 'buy' THEN b.quantity
+                                                              ELSE -b.quantity END)
+                       OVER (PARTITION BY b.account_id, b.symbol ORDER BY b.seq) AS running
+            FROM batch b
+            JOIN before_batch bb ON bb.account_id = b.account_id
+            LEFT JOIN (SELECT * FROM positions WHERE account_id = ANY (v_accounts)) p
+                   ON p.account_id = b.account_id AND p.symbol = b.symbol
+        ),
+        checked AS (
+            -- Each trade's first broken rule, in the order trades_admit checks them.
+            SELECT o.idx, o.account_id, o.seq,
+                CASE
+                    WHEN a.account_id IS NULL THEN 'SL009'
+                    WHEN a.broker_id <> o.broker_id THEN 'SL004'
+                    WHEN a.status <> 'open' THEN 'SL003'
+                    WHEN br.status IS DISTINCT FROM 'active' THEN 'SL005'
+                    WHEN s.active IS NOT TRUE THEN 'SL006'
+                    WHEN o.quantity <> trunc(o.quantity) AND NOT s.fractionable THEN 'SL014'
+                    WHEN o.seq <> o.expected_seq THEN '428C9'
+                    WHEN o.executed_at < o.previous_at
+                      OR o.executed_at > clock_timestamp() + future_tolerance() THEN 'SL002'
+                    WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN '22008'
+                    WHEN o.running < 0 THEN 'SL001'
+                END AS code,
+                CASE
+                    WHEN a.account_id IS NULL THEN format('account %s does not exist', o.account_id)
+                    WHEN a.broker_id <> o.broker_id THEN format(
+                        'broker %s is not the broker of record of account %s',
+                        o.broker_id, o.account_id)
+                    WHEN a.status <> 'open' THEN format('account %s is %s', o.account_id, a.status)
+                    WHEN br.status IS DISTINCT FROM 'active' THEN format(
+                        'broker %s is %s', o.broker_id, coalesce(br.status, 'unknown'))
+                    WHEN s.active IS NOT TRUE THEN format('stock %s is not tradable', o.symbol)
+                    WHEN o.quantity <> trunc(o.quantity) AND NOT s.fractionable THEN format(
+                        'stock %s trades in whole shares only, not %s', o.symbol, o.quantity)
+                    WHEN o.seq <> o.expected_seq THEN format(
+                        'seq %s of account %s does not continue its sequence (%s)',
+                        o.seq, o.account_id, o.expected_seq)
+                    WHEN o.executed_at < o.previous_at THEN format(
+                        'executed_at %s is earlier than the previous trade of account %s (%s)',
+                        o.executed_at, o.account_id, o.previous_at)
+                    WHEN o.executed_at > clock_timestamp() + future_tolerance() THEN format(
+                        'executed_at %s is more than %s seconds in the future', o.executed_at,
+                        extract(epoch FROM future_tolerance())::integer)
+                    WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN format(
+                        'executed_at %s is before 1900-01-01T00:00:00Z', o.executed_at)
+                    WHEN o.running < 0 THEN format(
+                        'account %s holds %s shares of %s, cannot sell %s',
+                        o.account_id, o.running + o.quantity, o.symbol, o.quantity)
+                END AS msg  -- NULL (and no format() call) for the trades that pass
+            FROM ordered o
+            LEFT JOIN (SELECT * FROM accounts WHERE account_id = ANY (v_accounts)) a
+                   ON a.account_id = o.account_id
+            LEFT JOIN brokers br ON br.broker_id = o.broker_id
+            LEFT JOIN stocks s ON s.symbol = o.symbol
+        )
+        SELECT idx, account_id, seq, code, msg INTO v
+        FROM checked WHERE code IS NOT NULL ORDER BY idx LIMIT 1;
+
+        IF FOUND THEN
+            -- batch_index counts the statement's rows; on a cluster, this shard's rows only
+            -- (trade_batch() answers the batch's own index from account_id and seq).
+            RAISE EXCEPTION USING ERRCODE = v.code,
+                MESSAGE = format('trade %s of the batch: %s', v.idx, v.msg),
+                DETAIL = json_build_object('batch_index', v.idx, 'account_id', v.account_id,
+                                           'seq', v.seq)::text;
+        END IF;
+    END IF;
+
+    -- One write per (account, symbol): the positions found are updated, the others inserted
+    -- (INSERT … ON CONFLICT would check the proposed row, negative for a net sale, before
+    -- seeing the conflict; a cluster's MERGE reads from its own tables only). The accounts
+    -- are locked: no position of theirs can appear in between.
+    SELECT array_agg(account_id), array_agg(symbol), array_agg(quantity)
+    INTO v_net_account, v_net_symbol, v_net
+    FROM (
+        SELECT account_id, symbol,
+               sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
+        FROM new_rows
+        GROUP BY account_id, symbol
+    ) net;
+    WITH updated AS (
+        UPDATE positions p SET quantity = trim_scale(p.quantity + d.quantity), updated_at = v_now
+        FROM (
+            SELECT * FROM unnest(v_net_account, v_net_symbol, v_net)
+                          AS n(account_id, symbol, quantity)
+        ) d
+        WHERE p.account_id = ANY (v_accounts)
+          AND p.account_id = d.account_id AND p.symbol = d.symbol
+        RETURNING p.account_id, p.symbol
+    )
+    SELECT array_agg(account_id), array_agg(symbol) INTO v_held_account, v_held_symbol
+    FROM updated;
+    IF coalesce(cardinality(v_held_account), 0) < cardinality(v_net_account) THEN
+        INSERT INTO positions (account_id, symbol, quantity, updated_at)
+        SELECT d.account_id, d.symbol, d.quantity, v_now
+        FROM unnest(v_net_account, v_net_symbol, v_net) AS d(account_id, symbol, quantity)
+        WHERE NOT EXISTS (
+            SELECT FROM unnest(v_held_account, v_held_symbol) AS u(account_id, symbol)
+            WHERE u.account_id = d.account_id AND u.symbol = d.symbol
+        );
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Functions: what the application calls ---------------------------------------------------
+
+CREATE FUNCTION trade(
+    p_account_id bigint,
+    p_broker_id bigint,
+    p_symbol text,
+    p_side text,
+    p_quantity numeric,
+    p_price numeric,
+    p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
+    p_client_order_id text DEFAULT NULL::text
+) RETURNS TABLE(
+    trade trade_rows,
+    position_quantity numeric
+)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    t trades;
+BEGIN
+    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
+                             executed_at, client_order_id)
+    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
+            p_executed_at, p_client_order_id)
+    RETURNING x.* INTO t;
+
+    RETURN QUERY
+    SELECT r, p.quantity
+    FROM trade_rows r
+    JOIN positions p ON p.account_id = r.account_id AND p.symbol = r.symbol
+    WHERE r.account_id = t.account_id AND r.seq = t.seq;
+END
+$$;
+
+
+-- A trade under an Idempotency-Key: the claim is stored in the trade's own transaction; a
+-- retry of the same request (same hash) answers the stored trade again (replayed), another
+-- request under the same key is refused (SL012), a concurrent duplicate waits and replays.
+CREATE FUNCTION trade_idempotent(
+    p_idempotency_key text,
+    p_request_hash bytea,
+    p_account_id bigint,
+    p_broker_id bigint,
+    p_symbol text,
+    p_side text,
+    p_quantity numeric,
+    p_price numeric,
+    p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
+    p_client_order_id text DEFAULT NULL::text
+) RETURNS TABLE(
+    trade trade_rows,
+    position_quantity numeric,
+    replayed boolean
+)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    claim  idempotency_keys;
+    t      trades;
+    v_held numeric;
+BEGIN
+    INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash)
+    VALUES (p_broker_id, p_account_id, p_idempotency_key, p_request_hash)
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+
+    IF NOT FOUND THEN
+        -- Claimed by a committed request (a concurrent one was waited for by the INSERT).
+        SELECT * INTO claim FROM idempotency_keys k
+        WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
+          AND k.idempotency_key = p_idempotency_key;
+        IF claim.request_hash <> p_request_hash THEN
+            RAISE EXCEPTION 'idempotency key % was used for a different request',
+                p_idempotency_key USING ERRCODE = 'SL012';
+        END IF;
+        RETURN QUERY
+        SELECT r, claim.position_quantity, true
+        FROM trade_rows r
+        WHERE r.trade_id = claim.trade_id AND r.account_id = claim.account_id;
+        RETURN;
+    END IF;
+
+    -- What trade() does, without a second SECURITY DEFINER call: the triggers check and
+    -- write the position; the position is read back for the answer and the claim.
+    INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
+                             executed_at, client_order_id)
+    VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
+            p_executed_at, p_client_order_id)
+    RETURNING x.* INTO t;
+    SELECT p.quantity INTO v_held FROM positions p
+    WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
+
+    UPDATE idempotency_keys k
+    SET trade_id = t.trade_id, position_quantity = v_held
+    WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
+      AND k.idempotency_key = p_idempotency_key;
+
+    RETURN QUERY
+    SELECT r, v_held, false
+    FROM trade_rows r
+    WHERE r.account_id = t.account_id AND r.seq = t.seq;
+END
+$$;
+
+
+-- The insert of trade_batch(): its first p_count trades (all of them, or the trades before a
+-- failing one, when trade_batch() looks for the batch's first failure), numbered after each
+-- account's latest trade (p_last_*). Not callable by the application: trade_batch() checks
+-- the caller's accounts, locks them and reads their latest trades first. It reads no table
+-- itself, so that on a cluster the coordinator only routes its rows to their shards.
+CREATE FUNCTION trade_batch_insert(
+    p_broker_id bigint,
+    p_batch_id bigint,
+    p_now timestamptz,
+    p_count integer,
+    p_account_ids bigint[],
+    p_symbols text[],
+    p_sides text[],
+    p_quantities numeric[],
+    p_prices numeric[],
+    p_executed_ats timestamp with time zone[],
+    p_client_order_ids text[],
+    p_last_accounts bigint[],
+    p_last_seqs bigint[],
+    p_last_ats timestamp with time zone[]
+) RETURNS SETOF trade_rows
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    WITH input AS (
+        SELECT x.*
+        FROM unnest(p_account_ids, p_symbols, p_sides, p_quantities, p_prices,
+                    coalesce(p_executed_ats,
+                             array_fill(NULL::timestamptz, ARRAY[cardinality(p_account_ids)])),
+                    coalesce(p_client_order_ids,
+                             array_fill(NULL::text, ARRAY[cardinality(p_account_ids)])))
+             WITH ORDINALITY AS x(account_id, symbol, side, quantity, price, executed_at,
+                                  client_order_id, i)
+        WHERE x.i <= p_count
+    )
+    INSERT INTO trades AS t (account_id, broker_id, symbol, side, quantity, price, executed_at,
+                             client_order_id, seq, batch_id)
+    SELECT x.account_id, p_broker_id, x.symbol, x.side, trim_scale(x.quantity),
+           CASE WHEN x.price = trunc(x.price, 4) THEN trunc(x.price, 4) ELSE x.price END,
+           coalesce(x.executed_at, greatest(p_now, l.executed_at)),
+           x.client_order_id,
+           coalesce(l.seq, 0) + row_number() OVER (PARTITION BY x.account_id ORDER BY x.i),
+           p_batch_id
+    FROM input x
+    JOIN unnest(p_last_accounts, p_last_seqs, p_last_ats) AS l(account_id, seq, executed_at)
+      ON l.account_id = x.account_id
+    ORDER BY x.i
+    -- The columns of trade_rows, in its order (PostgreSQL checks the shape): read back
+    -- through the view instead, 10,000 rows would cost 10,000 index probes.
+    RETURNING t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::numeric,
+              t.price::numeric, t.executed_at, t.seq, t.client_order_id::text;
+$$;
+
+
+-- Which trade of a batch (its index, from 0) an error of trades_admit_batch names by its
+-- account and seq; NULL if it names none. Under the batch's locks, its accounts' latest
+
+
+CREATE FUNCTION trade_batch(
+    p_broker_id bigint,
+    p_account_ids bigint[],
+    p_symbols text[],
+    p_sides text[],
+    p_quantities numeric[],
+    p_prices numeric[],
+    p_executed_ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[],
+    p_client_order_ids text[] DEFAULT NULL::text[]
+) RETURNS SETOF trade_rows
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    n         integer := coalesce(cardinality(p_account_ids), 0);
+    v_batch   bigint;
+    v_now     timestamptz := clock_timestamp();
+    v_foreign record;
+    v_account bigint;
+    -- A refusal from the insert, and the index in this batch of the trade it names.
+    v_state   text;
+    v_message text;
+    v_detail  text;
+    v_failing integer;
+    -- The batch's accounts, those of the caller, and their latest trades before it.
+    v_accounts      bigint[];
+    v_mine          bigint[];
+    v_last_accounts bigint[];
+    v_last_seqs     bigint[];
+    v_last_ats      timestamptz[];
+BEGIN
+    IF n = 0 OR n > 100000
+       OR coalesce(cardinality(p_symbols), 0) <> n OR coalesce(cardinality(p_sides), 0) <> n
+       OR coalesce(cardinality(p_quantities), 0) <> n OR coalesce(cardinality(p_prices), 0) <> n
+       OR coalesce(cardinality(p_executed_ats), n) <> n
+       OR coalesce(cardinality(p_client_order_ids), n) <> n THEN
+        RAISE EXCEPTION 'a batch is 1 to 100000 trades, one element of each array per trade'
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The batch's accounts, once each, in order; every read below is filtered by them, which
+    -- prunes a cluster's reads to the batch's shards (Citus prunes each table by its own
+    -- filter).
+    v_accounts := ARRAY(SELECT DISTINCT u FROM unnest(p_account_ids) u ORDER BY u);
+
+    -- The first trade on an account of another broker (or none) answers as a missing
+    -- account, before anything is locked or inserted: no account of another broker is
+    -- locked or waited for (SPEC §2.4). The broker of record never changes, so a plain read
+    -- decides it.
+    v_mine := ARRAY(SELECT account_id FROM accounts
+                    WHERE account_id = ANY (v_accounts) AND broker_id = p_broker_id);
+    IF cardinality(v_mine) <> cardinality(v_accounts) THEN
+        SELECT u.i - 1 AS idx, u.account_id INTO v_foreign
+        FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
+        WHERE u.account_id IS NULL OR NOT u.account_id = ANY (v_mine)
+        ORDER BY u.i LIMIT 1;
+        RAISE EXCEPTION USING
+            ERRCODE = CASE WHEN EXISTS (SELECT FROM accounts
+                                        WHERE account_id = v_foreign.account_id
+                                          AND broker_supervises(p_broker_id, broker_id))
+                           THEN 'SL017'
+                           WHEN EXISTS (SELECT FROM accounts
+                                        WHERE account_id = v_foreign.account_id)
+                           THEN 'SL004' ELSE 'SL009' END,
+            MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
+                             v_foreign.idx, v_foreign.account_id, p_broker_id),
+            DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
+    END IF;
+
+    -- The caller's accounts, one at a time in account order: on a cluster a row lock must
+    -- name one account (one shard).
+    FOREACH v_account IN ARRAY v_accounts LOOP
+        PERFORM FROM accounts WHERE account_id = v_account FOR NO KEY UPDATE;
+    END LOOP;
+
+    -- Once all are locked (a new statement, so a new snapshot: it sees every trade committed
+    -- before the locks were granted).
+    SELECT array_agg(a.account_id), array_agg(l.seq), array_agg(l.executed_at)
+    INTO v_last_accounts, v_last_seqs, v_last_ats
+    FROM accounts a
+    LEFT JOIN LATERAL (
+        SELECT t.seq, t.executed_at FROM trades t
+        WHERE t.account_id = a.account_id AND t.account_id = ANY (v_accounts)
+        ORDER BY t.seq DESC LIMIT 1
+    ) l ON true
+    WHERE a.account_id = ANY (v_accounts);
+
+    v_batch := nextval('trade_batch_id_seq');
+    BEGIN
+        RETURN QUERY SELECT * FROM trade_batch_insert(
+            p_broker_id, v_batch, v_now, n, p_account_ids, p_symbols, p_sides, p_quantities,
+            p_prices, p_executed_ats, p_client_order_ids, v_last_accounts, v_last_seqs,
+            v_last_ats);
+        RETURN;
+    EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
+                   OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
+                   OR SQLSTATE '22008' THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                v_detail = PG_EXCEPTION_DETAIL;
+    END;
+
+    -- A trade was refused. Each shard of a cluster names the first failure among its own
+    -- trades, so the one named is a failing trade but maybe not the batch's first: the trades
+    -- before it are inserted again (and undone) until none of them fails.
+    LOOP
+        v_failing := trade_batch_index(p_account_ids, v_detail);
+        IF v_failing IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = v_message, DETAIL = v_detail;
+        END IF;
+        EXIT WHEN v_failing = 0;
+        BEGIN
+            PERFORM FROM trade_batch_insert(
+                p_broker_id, v_batch, v_now, v_failing, p_account_ids, p_symbols, p_sides,
+                p_quantities, p_prices, p_executed_ats, p_client_order_ids, v_last_accounts,
+                v_last_seqs, v_last_ats);
+            -- Nothing before it fails: it is the first (the refusal below undoes the trades
+            -- inserted here).
+            EXIT;
+        EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
+                       OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
+                       OR SQLSTATE '22008' THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                    v_detail = PG_EXCEPTION_DETAIL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = v_state,
+        MESSAGE = regexp_replace(v_message, '^trade [0-9]+ of the batch',
+                                 format('trade %s of the batch', v_failing)),
+        DETAIL = json_build_object('batch_index', v_failing)::text;
+END
+$$;
+
+
+-- History: the ledger, the holders and the prices are append-only (SL008).
+CREATE OR REPLACE FUNCTION refuse_ledger_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only history: % is not allowed',
+        regexp_replace(TG_TABLE_NAME, '_[0-9]+$', ''), TG_OP USING ERRCODE = 'SL008';
+END
+$$;
+
+CREATE TRIGGER accounts_add_first_holder AFTER INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION accounts_add_first_holder();
+CREATE TRIGGER account_holders_admit BEFORE INSERT ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION account_holders_admit();
+CREATE TRIGGER account_holders_change BEFORE UPDATE ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION account_holders_change();
+CREATE TRIGGER account_holders_history_only BEFORE DELETE ON account_holders
+    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+CREATE TRIGGER account_holders_no_truncate BEFORE TRUNCATE ON account_holders
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+
+CREATE TRIGGER brokers_supervision_lock BEFORE UPDATE OF manager_id ON brokers
+    FOR EACH STATEMENT EXECUTE FUNCTION lock_supervision();
+CREATE TRIGGER brokers_check_supervision BEFORE UPDATE OF manager_id ON brokers
+    FOR EACH ROW WHEN (NEW.manager_id IS NOT NULL AND NEW.manager_id IS DISTINCT FROM OLD.manager_id)
+    EXECUTE FUNCTION brokers_check_supervision();
+
+CREATE TRIGGER stock_prices_admit BEFORE INSERT ON stock_prices
+    FOR EACH ROW EXECUTE FUNCTION stock_prices_admit();
+CREATE TRIGGER stock_prices_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON stock_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+
+-- The application may call these, besides register_broker, broker_of_key and issue_broker_key.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    open_account(bigint, bigint),
+    open_account(bigint[], bigint),
+    add_account_holder(bigint, bigint),
+    remove_account_holder(bigint, bigint),
+    broker_supervises(bigint, bigint),
+    trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text),
+    trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text),
+    trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[])
+    TO stockledger_app;
+GRANT SELECT ON trade_rows, holds, account_holders, stock_prices TO stockledger_app;
+GRANT INSERT (symbol, as_of, price) ON stock_prices TO stockledger_app;
+GRANT UPDATE (manager_id) ON brokers TO stockledger_app;
+GRANT UPDATE (fractionable) ON stocks TO stockledger_app;
