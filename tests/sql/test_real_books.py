@@ -46,7 +46,7 @@ def add_holder(conn: psycopg.Connection[Any], account: int, client: int) -> None
 
 def remove(account: int, client: int) -> tuple[str, list[int]]:
     return (
-        "UPDATE account_holders SET removed_at = clock_timestamp() "
+        "UPDATE account_holders SET removed_at = now() "
         "WHERE account_id = %s AND client_id = %s AND removed_at IS NULL",
         [account, client],
     )

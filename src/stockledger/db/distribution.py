@@ -132,6 +132,12 @@ def propagate_definitions(conn: psycopg.Connection[Any]) -> None:
             "                AND e.objid = p.oid AND e.deptype = 'e') "
             "ORDER BY p.oid"
         ).fetchall()
+        if functions:
+            # In creation order, a SQL function may come before one its body calls (0013's
+            # open_account(bigint, bigint) calls the joint form, made later): the workers check
+            # no body, as pg_dump's restore does not.
+            conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
+            conn.execute("SET LOCAL check_function_bodies = off")
         for (signature,) in functions:
             conn.execute("SELECT create_distributed_function(%s::regprocedure)", [signature])
 
@@ -161,6 +167,13 @@ def holds_rows(conn: psycopg.Connection[Any], tables: list[str]) -> bool:
         == (True,)
         for t in tables
     )
+
+
+def citus_local(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = %s::regclass)", [table]
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
@@ -229,8 +242,14 @@ def place_tables(conn: psycopg.Connection[Any]) -> list[str]:
                 conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
                 conn.execute("SET LOCAL session_replication_role = replica")
             for table in pending:
-                if placed.get(table) == "local" and table in PER_ACCOUNT:
+                if (
+                    placed.get(table) == "local"
+                    and table in PER_ACCOUNT
+                    and citus_local(conn, table)
+                ):
                     # A Citus local table becomes a plain one again before it is distributed.
+                    # (One Citus made for its foreign keys to reference tables is plain again
+                    # already: it undoes its own conversion when those keys are dropped.)
                     conn.execute("SELECT undistribute_table(%s)", [table])
             for table in PER_ACCOUNT:
                 if table in pending:

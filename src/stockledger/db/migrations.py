@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+import sqlparse
 
 from stockledger.db import distribution
 from stockledger.db.boundary import translated
@@ -132,6 +133,19 @@ def migrate(
 LAST_PRE_CLUSTER_MIGRATION = 12
 
 
+def statements(script: str) -> list[str]:
+    """A migration's statements, to be sent one at a time (in its one transaction). Citus relays
+    a DDL statement on a distributed or reference table to the workers in the text the client
+    sent, over the extended protocol, and a text of several commands is refused there
+    ("cannot insert multiple commands into a prepared statement"). sqlparse knows
+    PostgreSQL's quoting, dollar quotes included."""
+    return [
+        statement
+        for statement in sqlparse.split(script)
+        if sqlparse.format(statement, strip_comments=True).strip()
+    ]
+
+
 def _apply(conn: psycopg.Connection[Any], migration: Migration, locks: LockPolicy) -> None:
     pause = locks.pause_seconds
     for attempt in range(1, locks.attempts + 1):
@@ -142,8 +156,9 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration, locks: LockPolic
                     conn.execute(
                         "SELECT set_config('lock_timeout', %s, true)", [f"{milliseconds}ms"]
                     )
-                # A file from the package, never input; executed as a multi-statement script.
-                conn.execute(migration.sql)
+                # A file from the package, never input.
+                for statement in statements(migration.sql):
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     [migration.version, migration.name],

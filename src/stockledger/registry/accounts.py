@@ -1,26 +1,51 @@
 """Accounts as a caller may see them: the account, its holders and its owner.
 
 Reads take the caller's broker_id (None for the operator): a broker sees the accounts whose
-broker of record it is or supervises, and any other account is simply not found.
+broker of record it is, and a supervisor also those of every broker below it (SPEC §2.4); any
+other account is simply not found. The queries filter by the broker of record, the common case,
+in one round trip; a read that finds nothing for a broker asks the database whether that broker
+supervises the account, and if so reads it as the operator would. (Not one query with the
+supervision as a condition: on a cluster the condition would run on the account's shard, where
+a function that reads another table is refused, and Citus accepts no recursive query there.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
-from stockledger.db.boundary import fetch_all, fetch_existing
+from stockledger.db.boundary import fetch_all, fetch_value
 from stockledger.db.pool import plain_row
 from stockledger.db.queries import query
 from stockledger.errors import not_found
 
 
+def supervises(conn: psycopg.Connection[Any], broker_id: int, account_id: int) -> bool:
+    """Whether the broker is above the account's broker of record, at any depth."""
+    params = {"broker_id": broker_id, "account_id": account_id}
+    return bool(fetch_value(conn, query("supervises_account"), params))
+
+
+def account_rows(
+    conn: psycopg.Connection[Any], name: LiteralString, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows of a read of one account (params: its account_id and the caller's broker_id),
+    or none when the caller may not see the account."""
+    rows = fetch_all(conn, query(name), params)
+    broker_id = params["broker_id"]
+    if rows or broker_id is None or not supervises(conn, broker_id, params["account_id"]):
+        return rows
+    return fetch_all(conn, query(name), {**params, "broker_id": None})
+
+
 def account(
     conn: psycopg.Connection[Any], account_id: int, broker_id: int | None = None
 ) -> dict[str, Any]:
-    params = {"account_id": account_id, "broker_id": broker_id}
-    return plain_row(fetch_existing(conn, query("account"), params, "account"))
+    rows = account_rows(conn, "account", {"account_id": account_id, "broker_id": broker_id})
+    if not rows:
+        raise not_found("account")
+    return plain_row(rows[0])
 
 
 def owner(
@@ -29,7 +54,7 @@ def owner(
     """The primary holder as "owner" (the seed's answer), and every current holder, primary
     first, as "owners"."""
     params = {"account_id": account_id, "broker_id": broker_id}
-    rows = fetch_all(conn, query("account_owners"), params)
+    rows = account_rows(conn, "account_owners", params)
     if not rows:
         raise not_found("account")
     owners = [

@@ -342,6 +342,19 @@ FROM trades
 GROUP BY account_id, symbol
 HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
 
+-- Rule 10: every (broker, supervisor) pair, at any depth of the manager_id chain (what
+-- broker_supervises() asks). UNION, not UNION ALL: even a chain that looped
+-- (brokers_check_supervision refuses one) would end.
+CREATE VIEW broker_supervisors AS
+WITH RECURSIVE up (broker_id, supervisor_id) AS (
+    SELECT broker_id, manager_id FROM brokers WHERE manager_id IS NOT NULL
+    UNION
+    SELECT up.broker_id, b.manager_id
+    FROM up JOIN brokers b ON b.broker_id = up.supervisor_id
+    WHERE b.manager_id IS NOT NULL
+)
+SELECT broker_id, supervisor_id FROM up;
+
 -- Functions: rule 4, no broker-owned accounts ---------------------------------------------
 
 -- The claim (SL007 when the identity is claimed the other way), and the two functions that
@@ -476,6 +489,8 @@ CREATE FUNCTION account_holders_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+DECLARE
+    v_now timestamptz;
 BEGIN
     IF (NEW.account_id, NEW.position, NEW.client_id, NEW.tax_id, NEW.added_at)
        IS DISTINCT FROM (OLD.account_id, OLD.position, OLD.client_id, OLD.tax_id, OLD.added_at)
@@ -486,8 +501,8 @@ BEGIN
     IF NEW.removed_at IS NULL THEN
         RETURN NEW;
     END IF;
-    UPDATE accounts SET holders_changed_at = clock_timestamp()
-    WHERE account_id = OLD.account_id;
+    v_now := clock_timestamp();
+    UPDATE accounts SET holders_changed_at = v_now WHERE account_id = OLD.account_id;
     IF NOT EXISTS (SELECT FROM account_holders h
                    WHERE h.account_id = OLD.account_id AND h.removed_at IS NULL
                      AND h.position <> OLD.position) THEN
@@ -570,9 +585,13 @@ CREATE FUNCTION remove_account_holder(p_account_id bigint, p_client_id bigint)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+DECLARE
+    v_now timestamptz;
 BEGIN
+    -- A value: a cluster refuses a volatile function in an UPDATE of a distributed table.
+    v_now := clock_timestamp();
     RETURN QUERY
-    UPDATE account_holders h SET removed_at = clock_timestamp()
+    UPDATE account_holders h SET removed_at = v_now
     WHERE h.account_id = p_account_id AND h.client_id = p_client_id AND h.removed_at IS NULL
     RETURNING h.*;
     IF NOT FOUND THEN
@@ -599,30 +618,25 @@ $$;
 -- Functions: rule 10, supervision ----------------------------------------------------------
 
 -- Rule 10: whether p_supervisor is above p_broker in the manager_id chain (at any depth).
--- What a supervisor may read, and why its trade is refused as SL017 rather than unknown.
+-- Why a supervisor's trade is refused as SL017 rather than as an unknown account.
 CREATE FUNCTION broker_supervises(p_supervisor bigint, p_broker bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT EXISTS (SELECT FROM broker_supervisors s
+                   WHERE s.broker_id = p_broker AND s.supervisor_id = p_supervisor);
+$$;
+
+
+-- Whether p_supervisor supervises the broker of record of an account: a supervisor's read.
+CREATE FUNCTION broker_supervises_account(p_supervisor bigint, p_account_id bigint)
+    RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
-    v_manager bigint := p_broker;
-    v_depth   integer := 0;
+    v_of_record bigint;
 BEGIN
-    IF p_supervisor IS NULL THEN
-        RETURN false;
-    END IF;
-    LOOP
-        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
-        IF v_manager IS NULL THEN
-            RETURN false;
-        ELSIF v_manager = p_supervisor THEN
-            RETURN true;
-        END IF;
-        -- The chain never loops (brokers_check_supervision); a bound all the same.
-        v_depth := v_depth + 1;
-        IF v_depth > 1000 THEN
-            RETURN false;
-        END IF;
-    END LOOP;
+    SELECT broker_id INTO v_of_record FROM accounts WHERE account_id = p_account_id;
+    RETURN FOUND AND broker_supervises(p_supervisor, v_of_record);
 END
 $$;
 
@@ -654,8 +668,17 @@ BEGIN
             RAISE EXCEPTION 'broker % cannot be supervised by broker %: the chain would loop',
                 NEW.broker_id, NEW.manager_id USING ERRCODE = 'SL015';
         END IF;
-        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
-        FOR SHARE;
+        IF TG_TABLE_NAME = 'brokers' THEN
+            SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
+            FOR SHARE;
+        ELSE
+            -- A placement of the reference table, on a cluster. Citus serialises every UPDATE
+            -- of a reference table on its first worker before any placement runs it, so the
+            -- walk sees every change committed before this one; a row lock taken here would
+            -- have to reach every other placement, from inside this one's statement (Citus
+            -- cancels that as a distributed deadlock).
+            SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
+        END IF;
     END LOOP;
     RETURN NEW;
 END
@@ -744,6 +767,7 @@ DECLARE
     v_broker_status  text;
     v_stock_active   boolean;
     v_fractionable   boolean;
+    v_of_record      bigint;
     v_last_seq       bigint;
     v_last_at        timestamptz;
     v_now            timestamptz;
@@ -759,18 +783,19 @@ BEGIN
     FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
+        SELECT broker_id INTO v_of_record FROM accounts WHERE account_id = NEW.account_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+        END IF;
         -- A supervisor of the broker of record reads the account but never trades it (SPEC
-        -- §2.4): it may know the account exists.
-        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id
-                   AND broker_supervises(NEW.broker_id, broker_id)) THEN
+        -- §2.4): it may know the account exists. (Called here, not inside the query: a cluster
+        -- refuses a function that reads a table within a query on a shard.)
+        IF broker_supervises(NEW.broker_id, v_of_record) THEN
             RAISE EXCEPTION 'broker % supervises account % and may read it, not trade it',
                 NEW.broker_id, NEW.account_id USING ERRCODE = 'SL017';
         END IF;
-        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id) THEN
-            RAISE EXCEPTION 'broker % is not the broker of record of account %',
-                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
-        END IF;
-        RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+        RAISE EXCEPTION 'broker % is not the broker of record of account %',
+            NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
     END IF;
     IF v_account_status <> 'open' THEN
         RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
@@ -1342,6 +1367,7 @@ DECLARE
     v_batch   bigint;
     v_now     timestamptz := clock_timestamp();
     v_foreign record;
+    v_of_record bigint;
     v_account bigint;
     -- A refusal from the insert, and the index in this batch of the trade it names.
     v_state   text;
@@ -1380,14 +1406,11 @@ BEGIN
         FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
         WHERE u.account_id IS NULL OR NOT u.account_id = ANY (v_mine)
         ORDER BY u.i LIMIT 1;
+        v_of_record := (SELECT broker_id FROM accounts WHERE account_id = v_foreign.account_id);
         RAISE EXCEPTION USING
-            ERRCODE = CASE WHEN EXISTS (SELECT FROM accounts
-                                        WHERE account_id = v_foreign.account_id
-                                          AND broker_supervises(p_broker_id, broker_id))
-                           THEN 'SL017'
-                           WHEN EXISTS (SELECT FROM accounts
-                                        WHERE account_id = v_foreign.account_id)
-                           THEN 'SL004' ELSE 'SL009' END,
+            ERRCODE = CASE WHEN v_of_record IS NULL THEN 'SL009'
+                           WHEN broker_supervises(p_broker_id, v_of_record) THEN 'SL017'
+                           ELSE 'SL004' END,
             MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
                              v_foreign.idx, v_foreign.account_id, p_broker_id),
             DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
@@ -1579,6 +1602,7 @@ GRANT EXECUTE ON FUNCTION
     add_account_holder(bigint, bigint),
     remove_account_holder(bigint, bigint),
     broker_supervises(bigint, bigint),
+    broker_supervises_account(bigint, bigint),
     trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text),
     trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text),
     trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[]),
@@ -1592,9 +1616,11 @@ GRANT EXECUTE ON FUNCTION
 -- also grants it SELECT on schema_migrations, which migrate() creates, for /readyz.)
 GRANT USAGE ON SCHEMA public TO stockledger_app;
 GRANT SELECT ON clients, brokers, broker_keys, accounts, account_holders, stocks, stock_prices,
-    trades, trade_rows, positions, holds TO stockledger_app;
+    trades, trade_rows, positions, holds, broker_supervisors TO stockledger_app;
 GRANT INSERT ON clients, brokers, broker_keys, accounts, stocks TO stockledger_app;
-GRANT INSERT (symbol, as_of, price) ON stock_prices TO stockledger_app;
+-- The whole row, not its columns: a cluster's coordinator fills the defaults (recorded_at) and
+-- sends every column to the placements.
+GRANT INSERT ON stock_prices TO stockledger_app;
 GRANT UPDATE (status) ON accounts TO stockledger_app;
 GRANT UPDATE (status, manager_id) ON brokers TO stockledger_app;
 GRANT UPDATE (name, active, fractionable) ON stocks TO stockledger_app;

@@ -7,10 +7,9 @@ from typing import Any
 
 import psycopg
 
-from stockledger.db.boundary import fetch_all
-from stockledger.db.queries import query
 from stockledger.errors import not_found
 from stockledger.json_text import money_text, quantity_json
+from stockledger.registry.accounts import account_rows
 
 
 def holdings(
@@ -18,7 +17,7 @@ def holdings(
 ) -> dict[str, Any]:
     """broker_id: the caller's, to see only the accounts it may read; None for the operator."""
     params = {"account_id": account_id, "broker_id": broker_id}
-    rows = fetch_all(conn, query("account_holdings"), params)
+    rows = account_rows(conn, "account_holdings", params)
     if not rows:
         raise not_found("account")
     return {

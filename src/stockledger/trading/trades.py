@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal, LiteralString
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from stockledger.db.boundary import fetch_all, fetch_existing, fetch_one
+from stockledger.db.boundary import fetch_all, fetch_one, fetch_value
 from stockledger.db.queries import query
+from stockledger.errors import not_found
 from stockledger.fields import PRICE_STEP
 from stockledger.json_text import quantity_json
+from stockledger.registry.accounts import supervises
 from stockledger.registry.keys import PresentedKey
 from stockledger.trading.idempotency import request_fingerprint
 from stockledger.trading.requests import TradeRequest
@@ -159,5 +161,14 @@ def execute_batch(
 
 
 def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -> Trade:
+    """One trade, if the caller may read its account (its broker of record, a supervisor of
+    that broker, the operator)."""
     params = {"trade_id": trade_id, "broker_id": broker_id}
-    return Trade.from_row(fetch_existing(conn, query("trade_by_id"), params, "trade"))
+    row = fetch_one(conn, query("trade_by_id"), params)
+    if row is None and broker_id is not None:
+        account_id = fetch_value(conn, query("account_of_trade"), params)
+        if account_id is not None and supervises(conn, broker_id, account_id):
+            row = fetch_one(conn, query("trade_by_id"), {**params, "broker_id": None})
+    if row is None:
+        raise not_found("trade")
+    return Trade.from_row(row)

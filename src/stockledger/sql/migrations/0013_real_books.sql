@@ -3,7 +3,10 @@
 --
 -- On a cluster this runs on the placed schema (docs/scale-out.md): the new per-account table
 -- (account_holders) and reference table (stock_prices) are placed by migrate right after it,
--- and 0014 fills account_holders from today's accounts.
+-- and 0014 gives them their foreign keys and fills account_holders from today's accounts. (A
+-- new table with a foreign key to a reference table becomes a Citus local table at once, and
+-- placing one rebuilds it, dropping the functions that return its rows: a new table gets its
+-- foreign keys only once placed.)
 --
 -- Quantities become exact decimals (rule 9): trades.quantity takes a numeric domain
 -- (share_quantity, up to 6 decimal places; the constraint keeps its name, trades_quantity_check),
@@ -13,17 +16,19 @@
 -- like any table rewrite.
 
 -- Clients: an optional postal address.
-ALTER TABLE clients ADD COLUMN address text,
-    ADD CONSTRAINT clients_address_check
+-- (One subcommand per ALTER TABLE: Citus refuses ADD CONSTRAINT beside another.)
+ALTER TABLE clients ADD COLUMN address text;
+ALTER TABLE clients ADD CONSTRAINT clients_address_check
         CHECK (char_length(btrim(address)) BETWEEN 1 AND 500 AND address !~ '[\x01-\x09\x0b-\x1f\x7f]');
 
 -- Stocks: whether fractions of a share trade (rule 9).
 ALTER TABLE stocks ADD COLUMN fractionable boolean NOT NULL DEFAULT false;
 
 -- Brokers: who supervises whom (rule 10).
-ALTER TABLE brokers ADD COLUMN manager_id bigint,
-    ADD CONSTRAINT brokers_manager_id_fkey FOREIGN KEY (manager_id) REFERENCES brokers (broker_id),
-    ADD CONSTRAINT brokers_manager_id_check CHECK (manager_id <> broker_id);
+ALTER TABLE brokers ADD COLUMN manager_id bigint;
+ALTER TABLE brokers
+    ADD CONSTRAINT brokers_manager_id_fkey FOREIGN KEY (manager_id) REFERENCES brokers (broker_id);
+ALTER TABLE brokers ADD CONSTRAINT brokers_manager_id_check CHECK (manager_id <> broker_id);
 CREATE INDEX brokers_manager_id_idx ON brokers (manager_id);
 
 -- Accounts: when their holders last changed (the row a removal updates, account_holders_change).
@@ -67,6 +72,19 @@ FROM trades
 GROUP BY account_id, symbol
 HAVING sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) <> 0;
 
+-- Rule 10: every (broker, supervisor) pair, at any depth of the manager_id chain (what
+-- broker_supervises() asks). UNION, not UNION ALL: even a chain that looped
+-- (brokers_check_supervision refuses one) would end.
+CREATE VIEW broker_supervisors AS
+WITH RECURSIVE up (broker_id, supervisor_id) AS (
+    SELECT broker_id, manager_id FROM brokers WHERE manager_id IS NOT NULL
+    UNION
+    SELECT up.broker_id, b.manager_id
+    FROM up JOIN brokers b ON b.broker_id = up.supervisor_id
+    WHERE b.manager_id IS NOT NULL
+)
+SELECT broker_id, supervisor_id FROM up;
+
 -- Rule 8: the holders of each account, current and past (history is kept: a removal sets
 -- removed_at). position 1 is the first holder, then in the order they were added; the primary
 -- holder is the current one with the lowest position. Per-account data: keyed with account_id.
@@ -80,14 +98,8 @@ CREATE TABLE account_holders (
     added_at     timestamptz NOT NULL DEFAULT now(),
     removed_at   timestamptz,
     CONSTRAINT account_holders_pkey PRIMARY KEY (account_id, position),
-    CONSTRAINT account_holders_account_id_fkey
-        FOREIGN KEY (account_id) REFERENCES accounts (account_id),
-    CONSTRAINT account_holders_client_id_fkey
-        FOREIGN KEY (client_id, tax_id) REFERENCES clients (client_id, tax_id),
-    -- Rule 4: a holder stands on its tax identity claimed as an owner's.
+    -- Its foreign keys are added by 0014, once the table is placed (see below).
     CONSTRAINT account_holders_claims_owner_check CHECK (claims_owner),
-    CONSTRAINT account_holders_tax_identity_fkey
-        FOREIGN KEY (tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account),
     CONSTRAINT account_holders_position_check CHECK (position >= 1),
     CONSTRAINT account_holders_removed_at_check CHECK (removed_at >= added_at)
 );
@@ -104,7 +116,6 @@ CREATE TABLE stock_prices (
     price       numeric NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT stock_prices_pkey PRIMARY KEY (symbol, as_of),
-    CONSTRAINT stock_prices_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
     CONSTRAINT stock_prices_price_check
         CHECK (price > 0 AND price < 1000000000000 AND price = trunc(price, 4))
 );
@@ -163,6 +174,8 @@ CREATE FUNCTION account_holders_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+DECLARE
+    v_now timestamptz;
 BEGIN
     IF (NEW.account_id, NEW.position, NEW.client_id, NEW.tax_id, NEW.added_at)
        IS DISTINCT FROM (OLD.account_id, OLD.position, OLD.client_id, OLD.tax_id, OLD.added_at)
@@ -173,8 +186,8 @@ BEGIN
     IF NEW.removed_at IS NULL THEN
         RETURN NEW;
     END IF;
-    UPDATE accounts SET holders_changed_at = clock_timestamp()
-    WHERE account_id = OLD.account_id;
+    v_now := clock_timestamp();
+    UPDATE accounts SET holders_changed_at = v_now WHERE account_id = OLD.account_id;
     IF NOT EXISTS (SELECT FROM account_holders h
                    WHERE h.account_id = OLD.account_id AND h.removed_at IS NULL
                      AND h.position <> OLD.position) THEN
@@ -257,9 +270,13 @@ CREATE FUNCTION remove_account_holder(p_account_id bigint, p_client_id bigint)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+DECLARE
+    v_now timestamptz;
 BEGIN
+    -- A value: a cluster refuses a volatile function in an UPDATE of a distributed table.
+    v_now := clock_timestamp();
     RETURN QUERY
-    UPDATE account_holders h SET removed_at = clock_timestamp()
+    UPDATE account_holders h SET removed_at = v_now
     WHERE h.account_id = p_account_id AND h.client_id = p_client_id AND h.removed_at IS NULL
     RETURNING h.*;
     IF NOT FOUND THEN
@@ -274,30 +291,25 @@ $$;
 
 
 -- Rule 10: whether p_supervisor is above p_broker in the manager_id chain (at any depth).
--- What a supervisor may read, and why its trade is refused as SL017 rather than unknown.
+-- Why a supervisor's trade is refused as SL017 rather than as an unknown account.
 CREATE FUNCTION broker_supervises(p_supervisor bigint, p_broker bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT EXISTS (SELECT FROM broker_supervisors s
+                   WHERE s.broker_id = p_broker AND s.supervisor_id = p_supervisor);
+$$;
+
+
+-- Whether p_supervisor supervises the broker of record of an account: a supervisor's read.
+CREATE FUNCTION broker_supervises_account(p_supervisor bigint, p_account_id bigint)
+    RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
-    v_manager bigint := p_broker;
-    v_depth   integer := 0;
+    v_of_record bigint;
 BEGIN
-    IF p_supervisor IS NULL THEN
-        RETURN false;
-    END IF;
-    LOOP
-        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
-        IF v_manager IS NULL THEN
-            RETURN false;
-        ELSIF v_manager = p_supervisor THEN
-            RETURN true;
-        END IF;
-        -- The chain never loops (brokers_check_supervision); a bound all the same.
-        v_depth := v_depth + 1;
-        IF v_depth > 1000 THEN
-            RETURN false;
-        END IF;
-    END LOOP;
+    SELECT broker_id INTO v_of_record FROM accounts WHERE account_id = p_account_id;
+    RETURN FOUND AND broker_supervises(p_supervisor, v_of_record);
 END
 $$;
 
@@ -329,8 +341,17 @@ BEGIN
             RAISE EXCEPTION 'broker % cannot be supervised by broker %: the chain would loop',
                 NEW.broker_id, NEW.manager_id USING ERRCODE = 'SL015';
         END IF;
-        SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
-        FOR SHARE;
+        IF TG_TABLE_NAME = 'brokers' THEN
+            SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager
+            FOR SHARE;
+        ELSE
+            -- A placement of the reference table, on a cluster. Citus serialises every UPDATE
+            -- of a reference table on its first worker before any placement runs it, so the
+            -- walk sees every change committed before this one; a row lock taken here would
+            -- have to reach every other placement, from inside this one's statement (Citus
+            -- cancels that as a distributed deadlock).
+            SELECT b.manager_id INTO v_manager FROM brokers b WHERE b.broker_id = v_manager;
+        END IF;
     END LOOP;
     RETURN NEW;
 END
@@ -375,6 +396,7 @@ DECLARE
     v_broker_status  text;
     v_stock_active   boolean;
     v_fractionable   boolean;
+    v_of_record      bigint;
     v_last_seq       bigint;
     v_last_at        timestamptz;
     v_now            timestamptz;
@@ -390,18 +412,19 @@ BEGIN
     FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
+        SELECT broker_id INTO v_of_record FROM accounts WHERE account_id = NEW.account_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+        END IF;
         -- A supervisor of the broker of record reads the account but never trades it (SPEC
-        -- §2.4): it may know the account exists.
-        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id
-                   AND broker_supervises(NEW.broker_id, broker_id)) THEN
+        -- §2.4): it may know the account exists. (Called here, not inside the query: a cluster
+        -- refuses a function that reads a table within a query on a shard.)
+        IF broker_supervises(NEW.broker_id, v_of_record) THEN
             RAISE EXCEPTION 'broker % supervises account % and may read it, not trade it',
                 NEW.broker_id, NEW.account_id USING ERRCODE = 'SL017';
         END IF;
-        IF EXISTS (SELECT FROM accounts WHERE account_id = NEW.account_id) THEN
-            RAISE EXCEPTION 'broker % is not the broker of record of account %',
-                NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
-        END IF;
-        RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+        RAISE EXCEPTION 'broker % is not the broker of record of account %',
+            NEW.broker_id, NEW.account_id USING ERRCODE = 'SL004';
     END IF;
     IF v_account_status <> 'open' THEN
         RAISE EXCEPTION 'account % is %', NEW.account_id, v_account_status USING ERRCODE = 'SL003';
@@ -931,6 +954,7 @@ DECLARE
     v_batch   bigint;
     v_now     timestamptz := clock_timestamp();
     v_foreign record;
+    v_of_record bigint;
     v_account bigint;
     -- A refusal from the insert, and the index in this batch of the trade it names.
     v_state   text;
@@ -969,14 +993,11 @@ BEGIN
         FROM unnest(p_account_ids) WITH ORDINALITY AS u(account_id, i)
         WHERE u.account_id IS NULL OR NOT u.account_id = ANY (v_mine)
         ORDER BY u.i LIMIT 1;
+        v_of_record := (SELECT broker_id FROM accounts WHERE account_id = v_foreign.account_id);
         RAISE EXCEPTION USING
-            ERRCODE = CASE WHEN EXISTS (SELECT FROM accounts
-                                        WHERE account_id = v_foreign.account_id
-                                          AND broker_supervises(p_broker_id, broker_id))
-                           THEN 'SL017'
-                           WHEN EXISTS (SELECT FROM accounts
-                                        WHERE account_id = v_foreign.account_id)
-                           THEN 'SL004' ELSE 'SL009' END,
+            ERRCODE = CASE WHEN v_of_record IS NULL THEN 'SL009'
+                           WHEN broker_supervises(p_broker_id, v_of_record) THEN 'SL017'
+                           ELSE 'SL004' END,
             MESSAGE = format('trade %s of the batch: account %s is not an account of broker %s',
                              v_foreign.idx, v_foreign.account_id, p_broker_id),
             DETAIL = json_build_object('batch_index', v_foreign.idx)::text;
@@ -1086,11 +1107,15 @@ GRANT EXECUTE ON FUNCTION
     add_account_holder(bigint, bigint),
     remove_account_holder(bigint, bigint),
     broker_supervises(bigint, bigint),
+    broker_supervises_account(bigint, bigint),
     trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text),
     trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text),
     trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[])
     TO stockledger_app;
-GRANT SELECT ON trade_rows, holds, account_holders, stock_prices TO stockledger_app;
-GRANT INSERT (symbol, as_of, price) ON stock_prices TO stockledger_app;
+GRANT SELECT ON trade_rows, holds, broker_supervisors, account_holders, stock_prices
+    TO stockledger_app;
+-- The whole row, not its columns: a cluster's coordinator fills the defaults (recorded_at) and
+-- sends every column to the placements.
+GRANT INSERT ON stock_prices TO stockledger_app;
 GRANT UPDATE (manager_id) ON brokers TO stockledger_app;
 GRANT UPDATE (fractionable) ON stocks TO stockledger_app;

@@ -2,8 +2,8 @@
 -- the next "-- name:". Clients, brokers, accounts, stocks, API keys.
 
 -- Reads take the caller's broker_id (NULL for the operator): a broker sees the accounts whose
--- broker of record it is or supervises (at any depth, broker_supervises()), and any other
--- account is simply not found.
+-- broker of record it is, and any other account is simply not found. A supervisor's read is
+-- that of the operator once supervises_account said so (registry/accounts.py).
 
 -- name: account_owners
 -- The current holders, primary first.
@@ -12,8 +12,7 @@ FROM accounts a
 JOIN account_holders h ON h.account_id = a.account_id AND h.removed_at IS NULL
 JOIN clients c ON c.client_id = h.client_id
 WHERE a.account_id = %(account_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
-       OR broker_supervises(%(broker_id)s::bigint, a.broker_id))
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint)
 ORDER BY h.position;
 
 -- name: account
@@ -26,8 +25,15 @@ CROSS JOIN LATERAL (
     WHERE ah.account_id = a.account_id AND ah.removed_at IS NULL
 ) h
 WHERE a.account_id = %(account_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
-       OR broker_supervises(%(broker_id)s::bigint, a.broker_id));
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
+
+-- name: supervises_account
+-- On a cluster this runs on the coordinator: a function that reads a table may not run inside a
+-- query on a shard, so it is not a condition of the reads themselves.
+SELECT broker_supervises_account(%(broker_id)s, %(account_id)s);
+
+-- name: account_of_trade
+SELECT account_id FROM trades WHERE trade_id = %(trade_id)s;
 
 -- name: add_holder
 -- add_account_holder() claims the client's tax identity and inserts, in one statement (rule 4).

@@ -41,8 +41,8 @@ FROM trade_batch(%(broker_id)s, %(account_ids)s::bigint[], %(symbols)s::text[],
                  %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[]);
 
 -- Reads take the caller's broker_id (NULL for the operator): a broker sees the accounts whose
--- broker of record it is or supervises (at any depth, broker_supervises()), and any other
--- account is simply not found.
+-- broker of record it is, and any other account is simply not found. A supervisor's read is
+-- that of the operator once supervises_account said so (registry/accounts.py).
 
 -- name: account_holdings
 -- O(positions of one account) through positions_pkey, whatever the size of the ledger, and
@@ -57,8 +57,7 @@ LEFT JOIN LATERAL (
     WHERE sp.symbol = p.symbol ORDER BY sp.as_of DESC LIMIT 1
 ) pr ON true
 WHERE a.account_id = %(account_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
-       OR broker_supervises(%(broker_id)s::bigint, a.broker_id))
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint)
 ORDER BY p.symbol;
 
 -- name: account_trades_page
@@ -81,5 +80,4 @@ LIMIT %(limit)s;
 SELECT t.*
 FROM trade_rows t JOIN accounts a ON a.account_id = t.account_id
 WHERE t.trade_id = %(trade_id)s
-  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint
-       OR broker_supervises(%(broker_id)s::bigint, a.broker_id));
+  AND (%(broker_id)s::bigint IS NULL OR a.broker_id = %(broker_id)s::bigint);
