@@ -51,7 +51,6 @@ MAX_ID = 2**63 - 1
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000000")
 PRICE_STEP = Decimal("0.0001")
-QUANTITY_STEP = Decimal("0.000001")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
 CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]{1,255}$"
@@ -61,51 +60,51 @@ Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Symbol = Annotated[str, Strict(), Field(pattern=SYMBOL_PATTERN)]
 
 
-def _parse_price(value: object) -> Decimal:
-    """Exact decimals only: a JSON number (parsed as Decimal, never float) or a plain string."""
+def _exact_decimal(value: object, field: str, example: str) -> Decimal:
+    """A JSON number (an int, or a Decimal: never a float) or a plain decimal string, finite.
+    Errors are typed by the field: ``price_type``, ``quantity_format``…"""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise PydanticCustomError("price_type", "price must be a decimal string or a number")
+        raise PydanticCustomError(f"{field}_type", f"{field} must be a decimal string or a number")
     if isinstance(value, str):
         # fullmatch: with match() and "$", "1\n" passed ("$" also matches before a final
         # newline) and Decimal() then stripped the newline.
         if not _PLAIN_DECIMAL.fullmatch(value):
-            raise PydanticCustomError("price_format", "price must look like 187.25")
+            raise PydanticCustomError(f"{field}_format", f"{field} must look like {example}")
         value = Decimal(value)
-    price = Decimal(value)
-    if not price.is_finite():
-        raise PydanticCustomError("price_finite", "price must be a finite number")
-    if not Decimal(0) < price < MAX_PRICE:
-        raise PydanticCustomError("price_range", "price must be > 0 and < 1,000,000,000,000")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise PydanticCustomError(f"{field}_finite", f"{field} must be a finite number")
+    return number
+
+
+def _require_places(number: Decimal, field: str, places: int) -> None:
+    step = Decimal(1).scaleb(-places)
     try:
-        exact = price.quantize(PRICE_STEP) == price
+        exact = number.quantize(step) == number
     except InvalidOperation:
         exact = False
     if not exact:
-        raise PydanticCustomError("price_scale", "price may have at most 4 decimal places")
+        raise PydanticCustomError(
+            f"{field}_scale", f"{field} may have at most {places} decimal places"
+        )
+
+
+def _parse_price(value: object) -> Decimal:
+    """Exact, > 0 and < 1,000,000,000,000, at most 4 places; stored with scale 4."""
+    price = _exact_decimal(value, "price", "187.25")
+    if not Decimal(0) < price < MAX_PRICE:
+        raise PydanticCustomError("price_range", "price must be > 0 and < 1,000,000,000,000")
+    _require_places(price, "price", 4)
     return price.quantize(PRICE_STEP)
 
 
 def _parse_quantity(value: object) -> Decimal:
-    """Exact decimals (SPEC §2): a JSON number (an int, or a Decimal, never a float) or a plain
-    decimal string; > 0, at most 1,000,000,000, at most 6 decimal places. Whether a fraction
-    is allowed depends on the stock: only the database knows (rule 9)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise PydanticCustomError("quantity_type", "quantity must be a number or a decimal string")
-    if isinstance(value, str):
-        if not _PLAIN_DECIMAL.fullmatch(value):
-            raise PydanticCustomError("quantity_format", "quantity must look like 10 or 2.5")
-        value = Decimal(value)
-    quantity = Decimal(value)
-    if not quantity.is_finite():
-        raise PydanticCustomError("quantity_finite", "quantity must be a finite number")
+    """Exact (SPEC §2), > 0, at most 1,000,000,000, at most 6 decimal places. Whether a
+    fraction is allowed depends on the stock: only the database knows (rule 9)."""
+    quantity = _exact_decimal(value, "quantity", "10 or 2.5")
     if not Decimal(0) < quantity <= MAX_QUANTITY:
         raise PydanticCustomError("quantity_range", "quantity must be > 0 and <= 1,000,000,000")
-    try:
-        exact = quantity.quantize(QUANTITY_STEP) == quantity
-    except InvalidOperation:
-        exact = False
-    if not exact:
-        raise PydanticCustomError("quantity_scale", "quantity may have at most 6 decimal places")
+    _require_places(quantity, "quantity", 6)
     # One form per value, so that 10, "10" and 10.0 are one request (idempotency fingerprints).
     return quantity_of(quantity)
 

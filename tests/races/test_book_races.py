@@ -15,19 +15,9 @@ import pytest
 from stockledger.audit.verify import verify
 from stockledger.db.pool import connect
 from tests.races.test_races import ATTEMPTS, Stepped, stepped_pair
-from tests.support import World, run_together, scalar, wait_until_blocked_by
+from tests.support import World, new_client, run_together, scalar, wait_until_blocked_by
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
-
-
-def new_client(conn: psycopg.Connection[Any], tax_id: str) -> int:
-    return int(
-        scalar(
-            conn,
-            "INSERT INTO clients (name, tax_id) VALUES ('Racer', %s) RETURNING client_id",
-            [tax_id],
-        )
-    )
 
 
 def holds(checks: list[Any]) -> dict[str, bool]:

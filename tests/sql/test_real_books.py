@@ -13,19 +13,9 @@ import psycopg
 import pytest
 
 from tests.sql.test_schema_rules import insert_trade, refused
-from tests.support import World, constraint_of, scalar
+from tests.support import World, constraint_of, new_client, scalar
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
-
-
-def new_client(conn: psycopg.Connection[Any], tax_id: str) -> int:
-    return int(
-        scalar(
-            conn,
-            "INSERT INTO clients (name, tax_id) VALUES (%s, %s) RETURNING client_id",
-            [f"Client {tax_id}", tax_id],
-        )
-    )
 
 
 def holders(conn: psycopg.Connection[Any], account: int) -> list[tuple[int, int, bool]]:
