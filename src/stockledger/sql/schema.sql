@@ -21,7 +21,9 @@
 --   rule 9  fractional shares           share_quantity; trades_admit / trades_admit_batch
 --                                        (only on fractionable stocks)
 --   rule 10 supervision without cycles  brokers_manager_id_check, lock_supervision +
---                                        brokers_check_supervision; broker_supervises()
+--                                        brokers_check_supervision; who supervises whom:
+--                                        broker_supervisors, broker_supervises(),
+--                                        broker_supervises_account() (a supervisor's reads)
 --   prices                              stock_prices (append-only), stock_prices_admit
 --   derived positions                   trades_apply_to_position, refuse_position_write
 --   identities never change             refuse_immutable_change
