@@ -165,8 +165,12 @@ class CitusServer(Server):
 
     node_urls: tuple[str, ...] = ()  # each node's postgres database, the coordinator first
     # The next test's copy of a template is made, and a finished test's database dropped, in
-    # the background, one at a time, while tests run: a test waits for neither.
+    # the background while tests run: a test waits for neither. Drops have a thread of their
+    # own, so that the next copy never queues behind one.
     _background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1), compare=False, repr=False
+    )
+    _dropper: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1), compare=False, repr=False
     )
     _ready: dict[str, Future[str]] = field(default_factory=dict, compare=False, repr=False)
@@ -217,6 +221,7 @@ class CitusServer(Server):
         spares = list(self._ready.values())
         self._ready.clear()
         self._background.shutdown(wait=True)
+        self._dropper.shutdown(wait=True)
         for spare in spares:
             self._drop_now(spare.result())
 
@@ -249,7 +254,7 @@ class CitusServer(Server):
                     time.sleep(0.05)
 
     def drop_database(self, name: str) -> None:
-        self._background.submit(self._drop_now, name)
+        self._dropper.submit(self._drop_now, name)
 
     def _drop_now(self, name: str) -> None:
         statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
