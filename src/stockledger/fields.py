@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from stockledger.errors import ErrorCode, StockledgerError
+from stockledger.json_text import canonical_quantity
 
 
 class RequestPartModel(BaseModel):
@@ -106,14 +107,7 @@ def _parse_quantity(value: object) -> Decimal:
         raise PydanticCustomError("quantity_range", "quantity must be > 0 and <= 1,000,000,000")
     _require_places(quantity, "quantity", 6)
     # One form per value, so that 10, "10" and 10.0 are one request (idempotency fingerprints).
-    return quantity_of(quantity)
-
-
-def quantity_of(quantity: Decimal) -> Decimal:
-    """The canonical form: no exponent, no trailing zeros (10, 2.5)."""
-    if quantity == quantity.to_integral_value():
-        return quantity.quantize(Decimal(1))
-    return quantity.normalize()
+    return canonical_quantity(quantity)
 
 
 def _require_rfc3339_text(value: object) -> object:

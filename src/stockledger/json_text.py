@@ -20,14 +20,20 @@ def dumps(value: Any, **options: Any) -> str:
     return simplejson.dumps(value, use_decimal=True, **options)
 
 
+def canonical_quantity(quantity: Decimal) -> Decimal:
+    """One form per value: no exponent, no trailing zeros (10, 2.5). The database may carry a
+    scale (10.0 after 12.5 - 2.5), a request another (10, "10", 10.0, 1e1)."""
+    if quantity == quantity.to_integral_value():
+        return quantity.quantize(Decimal(1))
+    return quantity.normalize()
+
+
 def quantity_json(quantity: Decimal | int) -> Decimal | int:
-    """A quantity as the API writes it: an int when whole, else its digits without trailing
-    zeros (the database may carry a scale: 10.0 after 12.5 - 2.5)."""
+    """A quantity as the API writes it: an int when whole, else its canonical digits."""
     if isinstance(quantity, int):
         return quantity
-    if quantity == quantity.to_integral_value():
-        return int(quantity)
-    return quantity.normalize()
+    canonical = canonical_quantity(quantity)
+    return int(canonical) if canonical == canonical.to_integral_value() else canonical
 
 
 def money_text(amount: Decimal, places: int) -> str:

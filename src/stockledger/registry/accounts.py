@@ -11,6 +11,7 @@ a function that reads another table is refused, and Citus accepts no recursive q
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, LiteralString
 
 import psycopg
@@ -28,13 +29,20 @@ def supervises(conn: psycopg.Connection[Any], broker_id: int, account_id: int) -
 
 
 def account_rows(
-    conn: psycopg.Connection[Any], name: LiteralString, params: dict[str, Any]
+    conn: psycopg.Connection[Any],
+    name: LiteralString,
+    params: dict[str, Any],
+    account_of: Callable[[], int | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of a read of one account (params: its account_id and the caller's broker_id),
-    or none when the caller may not see the account."""
+    """The rows of a read of one account (params: the caller's broker_id and its account_id,
+    or ``account_of`` to find the account when the read names something else, a trade), or
+    none when the caller may not see the account."""
     rows = fetch_all(conn, query(name), params)
     broker_id = params["broker_id"]
-    if rows or broker_id is None or not supervises(conn, broker_id, params["account_id"]):
+    if rows or broker_id is None:
+        return rows
+    account_id = params["account_id"] if account_of is None else account_of()
+    if account_id is None or not supervises(conn, broker_id, account_id):
         return rows
     return fetch_all(conn, query(name), {**params, "broker_id": None})
 

@@ -17,17 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from stockledger.db.boundary import fetch_all, fetch_one, fetch_value
 from stockledger.db.queries import query
 from stockledger.errors import not_found
-from stockledger.fields import PRICE_STEP
-from stockledger.json_text import quantity_json
-from stockledger.registry.accounts import supervises
+from stockledger.json_text import money_text, quantity_json
+from stockledger.registry.accounts import account_rows
 from stockledger.registry.keys import PresentedKey
 from stockledger.trading.idempotency import request_fingerprint
 from stockledger.trading.requests import TradeRequest
-
-
-def _price_text(price: Decimal) -> str:
-    # Decimals leave as strings with 4 places ("187.2500"), never as floats.
-    return str(price.quantize(PRICE_STEP))
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -36,7 +30,8 @@ def _rfc3339(moment: datetime) -> str:
 
 PriceText = Annotated[
     Decimal,
-    PlainSerializer(_price_text, return_type=str),
+    # Decimals leave as strings with 4 places ("187.2500"), never as floats.
+    PlainSerializer(lambda price: money_text(price, 4), return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{4}$", "examples": ["187.2500"]}),
 ]
 # A JSON number with its exact digits (stockledger.json_text): 10, or 2.5.
@@ -164,11 +159,12 @@ def trade(conn: psycopg.Connection[Any], trade_id: int, broker_id: int | None) -
     """One trade, if the caller may read its account (its broker of record, a supervisor of
     that broker, the operator)."""
     params = {"trade_id": trade_id, "broker_id": broker_id}
-    row = fetch_one(conn, query("trade_by_id"), params)
-    if row is None and broker_id is not None:
-        account_id = fetch_value(conn, query("account_of_trade"), params)
-        if account_id is not None and supervises(conn, broker_id, account_id):
-            row = fetch_one(conn, query("trade_by_id"), {**params, "broker_id": None})
-    if row is None:
+    rows = account_rows(
+        conn,
+        "trade_by_id",
+        params,
+        account_of=lambda: fetch_value(conn, query("account_of_trade"), params),
+    )
+    if not rows:
         raise not_found("trade")
-    return Trade.from_row(row)
+    return Trade.from_row(rows[0])
