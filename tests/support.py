@@ -394,6 +394,13 @@ def ledger_snapshot(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
         conn.execute("SELECT * FROM account_holders ORDER BY account_id, position").fetchall(),
         conn.execute("SELECT broker_id, status, manager_id FROM brokers ORDER BY 1").fetchall(),
         conn.execute("SELECT * FROM stock_prices ORDER BY symbol, as_of").fetchall(),
+        conn.execute(
+            "SELECT account_id, status, cash, credit_limit, lot_method, last_seq "
+            "FROM accounts ORDER BY 1"
+        ).fetchall(),
+        conn.execute("SELECT * FROM lots ORDER BY account_id, lot_id").fetchall(),
+        conn.execute("SELECT * FROM lot_closures ORDER BY account_id, seq, lot_id").fetchall(),
+        conn.execute("SELECT * FROM cash_movements ORDER BY account_id, movement_id").fetchall(),
     )
 
 
@@ -544,3 +551,40 @@ def column_of(error: psycopg.Error) -> str | None:
         return error.diag.column_name
     match = re.search(r"\.(\w+) cannot be changed", error.diag.message_primary or "")
     return match[1] if match else None
+
+
+def edit_function(conn: psycopg.Connection[Any], name: str, edits: dict[str, str]) -> None:
+    """Replace a function of the schema by its own definition with ``edits`` applied (each
+    text must occur): the negative controls take one rule out this way, and nothing else."""
+    definition = scalar(conn, "SELECT pg_get_functiondef(%s::regproc)", [name])
+    for old, new in edits.items():
+        assert old in definition, f"{name} no longer contains {old!r}"
+        definition = definition.replace(old, new)
+    conn.execute(definition)
+
+
+def without_oversell_checks(conn: psycopg.Connection[Any]) -> None:
+    """Negative control: rule 1 taken out of every trade path (a sell closes what lots there
+    are, and the position may go negative); the books are still written."""
+    edit_function(
+        conn,
+        "trades_close_lots",
+        {
+            "IF coalesce(v_held, 0) < p_quantity THEN": "IF false THEN",
+            "IF v_left > 0 THEN": "IF false THEN",
+        },
+    )
+    edit_function(conn, "trades_admit", {"AND quantity >= NEW.quantity": ""})
+    without_batch_checks(conn)
+    conn.execute("ALTER TABLE positions DROP CONSTRAINT positions_quantity_check")
+
+
+def without_batch_checks(conn: psycopg.Connection[Any]) -> None:
+    """Negative control: the set-wise checks of trades_admit_batch skipped (the batch's books
+    are still written)."""
+    edit_function(
+        conn,
+        "trades_admit_batch",
+        {"    IF EXISTS (\n        SELECT FROM unnest(v_accounts,": "    IF false AND EXISTS (\n"
+         "        SELECT FROM unnest(v_accounts,"},
+    )

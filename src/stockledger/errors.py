@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     FRACTIONAL_NOT_ALLOWED = "fractional_not_allowed"
     SUPERVISION_CYCLE = "supervision_cycle"
     LAST_HOLDER = "last_holder"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    LOT_NOT_AVAILABLE = "lot_not_available"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -57,13 +59,15 @@ CODES: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.BROKER_OWNED_ACCOUNT: (409, "Broker-owned account refused"),
     ErrorCode.IMMUTABLE_FIELD: (409, "Field cannot be changed"),
     ErrorCode.LEDGER_APPEND_ONLY: (409, "History is append-only"),
-    ErrorCode.DERIVED_DATA: (409, "Positions are derived from trades"),
+    ErrorCode.DERIVED_DATA: (409, "Derived data, kept by the database"),
     ErrorCode.CONFLICT: (409, "Conflicting concurrent change"),
     ErrorCode.IDEMPOTENCY_KEY_REUSED: (422, "Idempotency key reused"),
     ErrorCode.REQUEST_IN_PROGRESS: (409, "Request in progress"),
     ErrorCode.FRACTIONAL_NOT_ALLOWED: (409, "Fractional quantity not allowed"),
     ErrorCode.SUPERVISION_CYCLE: (409, "Supervision cycle"),
     ErrorCode.LAST_HOLDER: (409, "Last holder"),
+    ErrorCode.INSUFFICIENT_FUNDS: (409, "Insufficient funds"),
+    ErrorCode.LOT_NOT_AVAILABLE: (409, "Lot not available"),
     ErrorCode.PAYLOAD_TOO_LARGE: (413, "Payload too large"),
     ErrorCode.SERVICE_UNAVAILABLE: (503, "Service unavailable"),
     ErrorCode.INTERNAL_ERROR: (500, "Internal error"),

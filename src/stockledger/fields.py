@@ -52,6 +52,9 @@ MAX_ID = 2**63 - 1
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000000")
 PRICE_STEP = Decimal("0.0001")
+MAX_FEE = Decimal("1000000000000")
+MAX_CASH = Decimal("1000000000000000")
+CENT = Decimal("0.01")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.-]{0,9}$"
 CLIENT_ORDER_ID_PATTERN = r"^[\x21-\x7E]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]{1,255}$"
@@ -97,6 +100,30 @@ def _parse_price(value: object) -> Decimal:
         raise PydanticCustomError("price_range", "price must be > 0 and < 1,000,000,000,000")
     _require_places(price, "price", 4)
     return price.quantize(PRICE_STEP)
+
+
+def _money(value: object, field: str, minimum: Decimal, maximum: Decimal, strict: bool) -> Decimal:
+    """Cents (at most 2 places), at least ``minimum`` (above it when ``strict``), below
+    ``maximum``; with scale 2, as the database stores it."""
+    amount = _exact_decimal(value, field, "12.50")
+    low_ok = amount > minimum if strict else amount >= minimum
+    if not (low_ok and amount < maximum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise PydanticCustomError(f"{field}_range", f"{field} must be {bound} and < {maximum:,}")
+    _require_places(amount, field, 2)
+    return amount.quantize(CENT)
+
+
+def _parse_fee(value: object) -> Decimal:
+    return _money(value, "fee", Decimal(0), MAX_FEE, strict=False)
+
+
+def _parse_cash_amount(value: object) -> Decimal:
+    return _money(value, "amount", Decimal(0), MAX_CASH, strict=True)
+
+
+def _parse_credit_limit(value: object) -> Decimal:
+    return _money(value, "credit_limit", Decimal(0), MAX_CASH, strict=False)
 
 
 def _parse_quantity(value: object) -> Decimal:
@@ -152,6 +179,24 @@ Quantity = Annotated[
             "examples": [10, 2.5],
         }
     ),
+]
+_MONEY_TEXT = {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,2})?$"}
+Fee = Annotated[
+    Decimal,
+    BeforeValidator(_parse_fee),
+    WithJsonSchema({"oneOf": [{"type": "number", "minimum": 0}, _MONEY_TEXT], "examples": ["1.50"]}),
+]
+CashAmount = Annotated[
+    Decimal,
+    BeforeValidator(_parse_cash_amount),
+    WithJsonSchema(
+        {"oneOf": [{"type": "number", "exclusiveMinimum": 0}, _MONEY_TEXT], "examples": ["1000.00"]}
+    ),
+]
+CreditLimit = Annotated[
+    Decimal,
+    BeforeValidator(_parse_credit_limit),
+    WithJsonSchema({"oneOf": [{"type": "number", "minimum": 0}, _MONEY_TEXT], "examples": ["0"]}),
 ]
 ExecutedAt = Annotated[
     AwareDatetime, BeforeValidator(_require_rfc3339_text), AfterValidator(_within_time_range)

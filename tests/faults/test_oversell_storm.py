@@ -18,6 +18,7 @@ import pytest
 from stockledger.db.pool import connect
 from tests.faults.harness import Brokerage, serving
 from tests.faults.report import record
+from tests.support import without_oversell_checks
 
 SELLERS = 64
 POSITION = 16
@@ -128,7 +129,7 @@ def test_control_without_the_holdings_check_the_storm_oversells(
     brokerage: Brokerage, tmp_path: Path
 ) -> None:
     with connect(brokerage.url) as conn:
-        conn.execute("ALTER TABLE trades DISABLE TRIGGER trades_apply_to_position")
+        without_oversell_checks(conn)
     figures = run_storms(brokerage, tmp_path / "serve.log", rounds=1)
     record("control: storm without the holdings check", **figures)
     assert figures["oversells"] > 0

@@ -84,8 +84,13 @@ def test_post_trade_answers_the_trade_and_the_new_position(
         "executed_at",
         "seq",
         "client_order_id",
+        "fee",
+        "amount",
     }
     assert trade["price"] == "187.2500"
+    # §1.4: 10 × 187.25, paid; no fee given.
+    assert (trade["fee"], trade["amount"]) == ("0.00", "-1872.50")
+    assert "closures" not in body  # a buy closes no lot
     assert trade["quantity"] == 10 and trade["seq"] == 2
     assert trade["client_order_id"] == "ORD-7"
     assert datetime.fromisoformat(trade["executed_at"]).utcoffset() == timedelta(0)

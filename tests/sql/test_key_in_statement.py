@@ -160,6 +160,8 @@ def run_for_key(
         "price": 1,
         "executed_at": None,
         "client_order_id": None,
+        "fee": 0,
+        "lots": None,
         "broker_id": broker_id,
         "key_id": world.key_a.split("_")[1],
         "secret_hash": hashlib.sha256(world.key_a.split("_", 2)[2].encode()).digest(),

@@ -52,8 +52,8 @@ def test_the_trade_functions_return_the_view(conn: psycopg.Connection[Any]) -> N
         ).fetchall()
     )
     assert returns["trade_batch"].startswith("trade_rows")
-    assert returns["trade"] == "record trade_rows,numeric"
-    assert returns["trade_idempotent"] == "record trade_rows,numeric,boolean"
+    assert returns["trade"] == "record trade_rows,numeric,jsonb"
+    assert returns["trade_idempotent"] == "record trade_rows,numeric,jsonb,boolean"
 
 
 def test_a_read_and_the_functions_give_the_same_row(

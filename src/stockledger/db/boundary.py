@@ -56,6 +56,8 @@ SQLSTATE_CODES: dict[str, tuple[ErrorCode, str | None]] = {
     # that the account exists, so it is told why.
     "SL017": (ErrorCode.BROKER_NOT_AUTHORIZED, None),
     "SL018": (ErrorCode.NOT_FOUND, "holder not found"),
+    "SL019": (ErrorCode.INSUFFICIENT_FUNDS, None),
+    "SL020": (ErrorCode.LOT_NOT_AVAILABLE, None),
 }
 
 # Unique and foreign-key constraints whose violation has a meaning of its own.
@@ -91,6 +93,11 @@ CONSTRAINT_CODES: dict[str, tuple[ErrorCode, str]] = {
         "a price of this stock at this as_of is recorded already",
     ),
     "stock_prices_symbol_fkey": (ErrorCode.NOT_FOUND, "stock not found"),
+    # Rule 11's last line of defence (the triggers raise SL019 before it).
+    "accounts_cash_within_limit": (
+        ErrorCode.INSUFFICIENT_FUNDS,
+        "the account's cash would go beyond its credit limit",
+    ),
 }
 
 # Refusals that only timing caused: nothing was written and a retry most likely succeeds.

@@ -23,7 +23,16 @@ from psycopg import sql
 from stockledger.db.boundary import translated
 
 DISTRIBUTION_COLUMN = "account_id"
-PER_ACCOUNT = ("accounts", "account_holders", "trades", "positions", "idempotency_keys")
+PER_ACCOUNT = (
+    "accounts",
+    "account_holders",
+    "trades",
+    "positions",
+    "idempotency_keys",
+    "lots",
+    "lot_closures",
+    "cash_movements",
+)
 REFERENCE = ("clients", "brokers", "stocks", "stock_prices", "tax_identities", "broker_keys")
 # Tables that stay on the coordinator alone.
 COORDINATOR_ONLY = ("schema_migrations",)
@@ -32,9 +41,12 @@ SHARD_SUFFIX = re.compile(r"_[0-9]+$")
 # call to the worker that holds the account's shards, which runs all of it there (one hop,
 # no statement of it crossing the network; Citus's function call delegation).
 DELEGATED = {
-    "trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text)": "p_account_id",
+    "trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text, numeric, jsonb)": (
+        "p_account_id"
+    ),
     "trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, "
-    "text)": "p_account_id",
+    "text, numeric, jsonb)": "p_account_id",
+    "move_cash(bigint, text, numeric, text, text, bytea)": "p_account_id",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stockledger.trading.trades import Shares, Trade
+from stockledger.trading.trades import Closure, Shares, Trade
 
 Timestamp = Field(description="RFC 3339 with a UTC offset")
 # Money and prices are text with fixed places, never JSON numbers (SPEC §2).
@@ -40,6 +40,9 @@ class Position(BaseModel):
 class TradeExecuted(BaseModel):
     trade: Trade
     position: Position = Field(description="the account's position right after the trade")
+    closures: list[Closure] | None = Field(
+        None, description="a sell's lot closures, in lot order (absent for a buy)"
+    )
 
 
 class TradeBatch(BaseModel):

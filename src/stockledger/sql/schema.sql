@@ -20,12 +20,24 @@
 --                                        account_holders_change (never the last holder)
 --   rule 9  fractional shares           share_quantity; trades_admit / trades_admit_batch
 --                                        (only on fractionable stocks)
+--   rule 11 no overdraft               accounts (cash, credit_limit) and
+--                                        accounts_cash_within_limit; trades_admit /
+--                                        trades_admit_batch, cash_movements_admit (withdrawals),
+--                                        accounts_check_credit_limit (the limit itself)
+--   rule 12 lots agree with positions   trades_admit + trades_close_lots (one sell) and
+--                                        trades_admit_batch + fifo_closures (set-wise): each
+--                                        writes the lots and the position in one step
+--   cash (§1.4)                         trade_amount (trades.amount, generated),
+--                                        cash_movements, move_cash()
+--   cost basis (§1.5)                   lots, lot_closures, cents_share (no penny drift)
 --   rule 10 supervision without cycles  brokers_manager_id_check, lock_supervision +
 --                                        brokers_check_supervision; who supervises whom:
 --                                        broker_supervisors, broker_supervises(),
 --                                        broker_supervises_account() (a supervisor's reads)
 --   prices                              stock_prices (append-only), stock_prices_admit
---   derived positions                   trades_apply_to_position, refuse_position_write
+--   derived data                        positions, lots, lot_closures, an account's cash and
+--                                        latest trade: written only by the triggers
+--                                        (refuse_derived_write)
 --   identities never change             refuse_immutable_change
 --   domain values                       named CHECK constraints and the trade_* domains
 --
@@ -39,9 +51,11 @@
 --   SL005 broker suspended (trades, and broker_of_key())
 --   SL006 stock not tradable (unknown or inactive)
 --   SL007 a tax id would be both a broker and an account owner
---   SL008 history is append-only (trades; account_holders but a removal; stock_prices)
+--   SL008 history is append-only (trades; account_holders but a removal; stock_prices;
+--         lot_closures; cash_movements)
 --   SL009 unknown account
---   SL010 positions are derived data (written only by the trade triggers)
+--   SL010 derived data (positions, lots, lot closures, an account's cash and latest trade) is
+--         written only by the triggers that keep it
 --   SL011 an immutable field was changed (tax ids, an account's client and broker, a key)
 --   SL012 idempotency key reused for a different request
 --   SL013 unknown, wrong or revoked API key (broker_of_key())
@@ -50,10 +64,13 @@
 --   SL016 removing an account's last current holder
 --   SL017 a supervisor's trade on an account it may only read
 --   SL018 removing a client who is not a current holder of the account
+--   SL019 insufficient funds: a buy or withdrawal past the credit limit (withdrawals: past
+--         zero), or a credit limit below what the account owes
+--   SL020 a sell names a lot that is not open, not the account's or the symbol's, or too small
 -- Standard codes: 23514 a named CHECK (its constraint name says which), 23505 unique, 23503
 -- foreign key, 23502 NOT NULL, 428C9 a value the database assigns (trade_id, seq), 22008 a
 -- trade time before 1900-01-01Z, 22023 a malformed batch (arrays of unequal length, a batch
--- mark on a row of another statement).
+-- mark on a row of another statement) or lot selection.
 
 -- Roles ------------------------------------------------------------------------------------
 
@@ -84,6 +101,10 @@ CREATE DOMAIN share_quantity AS numeric
 CREATE DOMAIN trade_price AS numeric
     CONSTRAINT trades_price_check
         CHECK (VALUE > 0 AND VALUE < 1000000000000 AND VALUE = trunc(VALUE, 4));
+-- A trade's fee: cents, not negative.
+CREATE DOMAIN trade_fee AS numeric
+    CONSTRAINT trades_fee_check
+        CHECK (VALUE >= 0 AND VALUE < 1000000000000 AND VALUE = trunc(VALUE, 2));
 CREATE DOMAIN trade_client_order_id AS text
     CONSTRAINT trades_client_order_id_check
         CHECK (octet_length(VALUE) BETWEEN 1 AND 64 AND VALUE ~ '^[\x21-\x7E]+$');
@@ -92,6 +113,30 @@ CREATE DOMAIN idempotency_key_text AS text
         CHECK (octet_length(VALUE) BETWEEN 1 AND 255 AND VALUE ~ '^[\x21-\x7E]+$');
 CREATE DOMAIN idempotency_request_hash AS bytea
     CONSTRAINT idempotency_keys_request_hash_check CHECK (octet_length(VALUE) = 32);
+
+-- Functions: money --------------------------------------------------------------------------
+
+-- §1.4: a trade's signed cash effect. A buy pays its notional, rounded to the cent (half away
+-- from zero, as round(numeric) does), plus its fee; a sell receives its notional minus its fee.
+-- The one definition: the generated column trades.amount and the admission triggers use it.
+CREATE FUNCTION trade_amount(p_side text, p_quantity numeric, p_price numeric, p_fee numeric)
+    RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE p_side WHEN 'buy' THEN -(round(p_quantity * p_price, 2) + p_fee)
+                       ELSE round(p_quantity * p_price, 2) - p_fee END;
+$$;
+
+
+-- §1.5: part/whole of total, rounded to the cent, half away from zero: a closure's share of a
+-- lot's cost, and of a sell's proceeds. The division is carried to 40 decimal places (the
+-- dividend's scale sets the quotient's), where a quotient of these bounded decimals that is
+-- not exactly a half cent is always far from one, so the rounding is that of the exact value.
+CREATE FUNCTION cents_share(p_total numeric, p_part numeric, p_whole numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT round(round(p_total * p_part, 40) / p_whole, 2);
+$$;
 
 -- Reference tables -------------------------------------------------------------------------
 
@@ -210,6 +255,15 @@ CREATE TABLE accounts (
     claims_owner boolean NOT NULL DEFAULT true,
     -- When its holders last changed: the row a removal updates (account_holders_change).
     holders_changed_at timestamptz,
+    -- §1.4: the balance (derived: movements and trade amounts), and how far below zero it may
+    -- go (NULL: no limit, every trade is booked).
+    cash         numeric NOT NULL DEFAULT 0,
+    credit_limit numeric,
+    -- §1.5: the order in which sells close lots.
+    lot_method   text NOT NULL DEFAULT 'fifo',
+    -- The latest trade, kept with the cash under the lock every trade takes (derived).
+    last_seq         bigint,
+    last_executed_at timestamptz,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients (client_id),
     CONSTRAINT accounts_broker_id_fkey FOREIGN KEY (broker_id) REFERENCES brokers (broker_id),
@@ -219,7 +273,14 @@ CREATE TABLE accounts (
     CONSTRAINT accounts_owner_fkey
         FOREIGN KEY (client_id, owner_tax_id) REFERENCES clients (client_id, tax_id),
     CONSTRAINT accounts_tax_identity_fkey
-        FOREIGN KEY (owner_tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account)
+        FOREIGN KEY (owner_tax_id, claims_owner) REFERENCES tax_identities (tax_id, owns_account),
+    CONSTRAINT accounts_credit_limit_check
+        CHECK (credit_limit >= 0 AND credit_limit < 1000000000000000
+               AND credit_limit = trunc(credit_limit, 2)),
+    CONSTRAINT accounts_lot_method_check CHECK (lot_method IN ('fifo', 'lifo', 'hifo')),
+    -- Rule 11's last line of defence: whatever writes the row, the balance stays within the
+    -- limit (a NULL limit books everything).
+    CONSTRAINT accounts_cash_within_limit CHECK (cash >= -credit_limit)
 );
 CREATE INDEX accounts_client_id_idx ON accounts (client_id);
 CREATE INDEX accounts_broker_id_idx ON accounts (broker_id);
@@ -240,6 +301,13 @@ CREATE TABLE trades (
     seq             bigint NOT NULL,
     client_order_id trade_client_order_id,
     batch_id        bigint,
+    fee             trade_fee NOT NULL DEFAULT 0,
+    -- §1.4: the trade's signed cash effect, assigned by the database (a generated column
+    -- refuses any value a writer supplies).
+    amount          numeric GENERATED ALWAYS AS (trade_amount(side, quantity, price, fee)) STORED,
+    -- §1.5: the lots a sell asked to close ([{"lot_id": 3, "quantity": 2}, …]), kept with the
+    -- sell as its instruction; NULL when it closes by the account's lot method.
+    named_lots      jsonb,
     -- The ledger's natural key: the n-th execution of an account. Also serves "latest trade of
     -- an account" (a backward index probe) and history pages in seq order.
     CONSTRAINT trades_pkey PRIMARY KEY (account_id, seq),
@@ -258,10 +326,14 @@ CREATE TABLE positions (
     symbol     text NOT NULL,
     quantity   numeric NOT NULL,
     updated_at timestamptz NOT NULL,
+    -- §1.5: the cost of its open lots (rule 12), and what its sells realized.
+    cost_basis numeric NOT NULL DEFAULT 0,
+    realized   numeric NOT NULL DEFAULT 0,
     CONSTRAINT positions_pkey PRIMARY KEY (account_id, symbol),
     CONSTRAINT positions_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (account_id),
     CONSTRAINT positions_symbol_fkey FOREIGN KEY (symbol) REFERENCES stocks (symbol),
-    CONSTRAINT positions_quantity_check CHECK (quantity >= 0)
+    CONSTRAINT positions_quantity_check CHECK (quantity >= 0),
+    CONSTRAINT positions_cost_basis_check CHECK (cost_basis >= 0)
 );
 
 -- Idempotency-Key claims, scoped to (broker, account), written by trade_idempotent() in the
@@ -308,6 +380,74 @@ CREATE UNIQUE INDEX account_holders_current_key
     ON account_holders (account_id, client_id) WHERE removed_at IS NULL;
 CREATE INDEX account_holders_client_id_idx ON account_holders (client_id);
 
+-- The tables of the money side have no foreign keys, like trades: they are written only by
+-- triggers that checked the account under its lock.
+
+-- §1.5: the shares one buy bought, and what is left of them. lot_id is the seq of the buy
+-- that opened the lot (unique in its account, and in the order lots were opened).
+CREATE TABLE lots (
+    account_id     bigint NOT NULL,
+    lot_id         bigint NOT NULL,
+    symbol         text NOT NULL,
+    trade_id       bigint NOT NULL,
+    quantity       numeric NOT NULL,
+    remaining      numeric NOT NULL,
+    -- The buy's notional plus its fee; the part of it not yet closed.
+    cost           numeric NOT NULL,
+    remaining_cost numeric NOT NULL,
+    opened_at      timestamptz NOT NULL,
+    CONSTRAINT lots_pkey PRIMARY KEY (account_id, lot_id),
+    CONSTRAINT lots_remaining_check CHECK (remaining >= 0 AND remaining <= quantity),
+    CONSTRAINT lots_remaining_cost_check CHECK (remaining_cost >= 0 AND remaining_cost <= cost),
+    -- A closed lot has no cost left.
+    CONSTRAINT lots_closed_check CHECK (remaining > 0 OR remaining_cost = 0)
+);
+-- The open lots of a position, oldest first: what a sell closes.
+CREATE INDEX lots_open_idx ON lots (account_id, symbol, lot_id) WHERE remaining > 0;
+
+-- §1.5: the part of a lot a sell closed (append-only). seq is the sell's.
+CREATE TABLE lot_closures (
+    account_id bigint NOT NULL,
+    seq        bigint NOT NULL,
+    lot_id     bigint NOT NULL,
+    symbol     text NOT NULL,
+    trade_id   bigint NOT NULL,
+    quantity   numeric NOT NULL,
+    cost_basis numeric NOT NULL,
+    proceeds   numeric NOT NULL,
+    realized   numeric GENERATED ALWAYS AS (proceeds - cost_basis) STORED,
+    closed_at  timestamptz NOT NULL,
+    CONSTRAINT lot_closures_pkey PRIMARY KEY (account_id, seq, lot_id),
+    CONSTRAINT lot_closures_quantity_check CHECK (quantity > 0),
+    CONSTRAINT lot_closures_cost_basis_check CHECK (cost_basis >= 0)
+);
+
+-- §1.4: deposits and withdrawals (append-only). movement_id counts an account's movements (1,
+-- 2, 3 … assigned under the account's lock, like a trade's seq); balance is the account's cash
+-- right after it. A movement made under an Idempotency-Key carries the key and the hash of its
+-- request: the movement is its own claim.
+CREATE TABLE cash_movements (
+    account_id      bigint NOT NULL,
+    movement_id     bigint NOT NULL,
+    kind            text NOT NULL,
+    amount          numeric NOT NULL,
+    reference       text,
+    created_at      timestamptz NOT NULL,
+    balance         numeric NOT NULL,
+    idempotency_key idempotency_key_text,
+    request_hash    idempotency_request_hash,
+    CONSTRAINT cash_movements_pkey PRIMARY KEY (account_id, movement_id),
+    CONSTRAINT cash_movements_kind_check CHECK (kind IN ('deposit', 'withdrawal')),
+    CONSTRAINT cash_movements_amount_check
+        CHECK (amount > 0 AND amount < 1000000000000000 AND amount = trunc(amount, 2)),
+    CONSTRAINT cash_movements_reference_check
+        CHECK (char_length(btrim(reference)) BETWEEN 1 AND 200 AND reference !~ '[\x01-\x1f\x7f]'),
+    CONSTRAINT cash_movements_idempotency_check
+        CHECK ((idempotency_key IS NULL) = (request_hash IS NULL))
+);
+CREATE UNIQUE INDEX cash_movements_idempotency_key_key
+    ON cash_movements (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
 -- §1.6: reference prices, append-only; a stock's price is its latest (by as_of). A reference
 -- table on a cluster, read by a backward probe of its key.
 CREATE TABLE stock_prices (
@@ -332,7 +472,7 @@ CREATE SEQUENCE trade_batch_id_seq;
 CREATE VIEW trade_rows AS
 SELECT trade_id, account_id, broker_id, symbol, side::text AS side,
        quantity::numeric AS quantity, price::numeric AS price, executed_at, seq,
-       client_order_id::text AS client_order_id
+       client_order_id::text AS client_order_id, fee::numeric AS fee, amount
 FROM trades;
 
 -- The seed's definition of holdings, straight from the ledger (verify compares it with
@@ -739,13 +879,15 @@ END
 $$;
 
 
--- positions is derived data, written only from the trade triggers (SL010).
-CREATE FUNCTION refuse_position_write() RETURNS trigger
+-- Derived data (positions, lots, closures, an account's cash and latest trade) is written only
+-- by the triggers that keep it (SL010).
+CREATE FUNCTION refuse_derived_write() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    RAISE EXCEPTION 'positions are derived from trades: % is not allowed; insert a trade instead',
-        TG_OP USING ERRCODE = 'SL010';
+    RAISE EXCEPTION '% is derived data, kept by the database: % is not allowed',
+        coalesce(TG_ARGV[0], regexp_replace(TG_TABLE_NAME, '_[0-9]+$', '')), TG_OP
+        USING ERRCODE = 'SL010';
 END
 $$;
 
@@ -758,21 +900,30 @@ CREATE FUNCTION future_tolerance() RETURNS interval
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT interval '5 seconds' $$;
 
--- Rules 1, 3, 5 and 6 for a single trade (any insert without a batch_id, from trade() or from
--- psql alike). The account row is locked (FOR NO KEY UPDATE) only after the broker of record
--- was checked: another broker's account answers as a missing one, even while it is locked.
+-- Rules 1, 3, 5, 6, 9, 11 and 12 for a single trade (any insert without a batch_id, from trade()
+-- or from psql alike), and its books: the position, the lot it opens or the lots it closes,
+-- the account's cash and latest trade. All of it BEFORE the row is written: any later failure
+-- of the insert undoes the statement, these writes with it. The account row is locked (FOR NO
+-- KEY UPDATE) only after the broker of record was checked: another broker's account answers as
+-- a missing one, even while it is locked.
 CREATE FUNCTION trades_admit() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_account_status text;
+    v_cash           numeric;
+    v_credit_limit   numeric;
+    v_lot_method     text;
+    v_last_seq       bigint;
+    v_last_at        timestamptz;
     v_broker_status  text;
     v_stock_active   boolean;
     v_fractionable   boolean;
     v_of_record      bigint;
-    v_last_seq       bigint;
-    v_last_at        timestamptz;
     v_now            timestamptz;
+    v_amount         numeric;
+    v_cost           numeric;
+    v_held           numeric;
 BEGIN
     IF NEW.seq IS NOT NULL THEN
         RAISE EXCEPTION 'seq is assigned by the database' USING ERRCODE = '428C9', COLUMN = 'seq';
@@ -781,7 +932,8 @@ BEGIN
     -- Only the broker of record's trade locks the account: the broker is part of the
     -- condition, so another broker's trade finds no row, takes no lock and waits for none,
     -- and answers as for a missing account (SPEC §2.4), whatever the account's status.
-    SELECT status INTO v_account_status
+    SELECT status, cash, credit_limit, lot_method, last_seq, last_executed_at
+    INTO v_account_status, v_cash, v_credit_limit, v_lot_method, v_last_seq, v_last_at
     FROM accounts WHERE account_id = NEW.account_id AND broker_id = NEW.broker_id
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -819,13 +971,8 @@ BEGIN
             USING ERRCODE = 'SL014';
     END IF;
 
-    -- Under the account lock the latest committed trade is visible (READ COMMITTED takes a new
-    -- snapshot per statement); a stale snapshot (REPEATABLE READ) computes a seq that already
-    -- exists and fails on trades_pkey instead of writing out of order.
-    SELECT seq, executed_at INTO v_last_seq, v_last_at
-    FROM trades WHERE account_id = NEW.account_id
-    ORDER BY seq DESC LIMIT 1;
-
+    -- The account's latest trade is on its row, read under the lock: READ COMMITTED sees the
+    -- latest committed one; a stale snapshot (REPEATABLE READ) fails to serialise on the row.
     v_now := clock_timestamp();
     IF NEW.executed_at IS NULL THEN
         -- greatest() so that a clock step backwards cannot reorder the ledger.
@@ -852,29 +999,43 @@ BEGIN
     END IF;
     -- And every quantity without trailing zeros ("10", "2.5"): what the API answers.
     NEW.quantity := trim_scale(NEW.quantity);
-    RETURN NEW;
-END
-$$;
 
+    -- Rule 11: what the trade pays may not take the balance past the credit limit (a NULL
+    -- limit books everything). A sell pays only when its fee is more than its notional.
+    v_amount := trade_amount(NEW.side, NEW.quantity, NEW.price, NEW.fee);
+    IF v_amount < 0 AND v_cash + v_amount < -v_credit_limit THEN
+        RAISE EXCEPTION 'account % has % in cash and a credit limit of %: it cannot pay %',
+            NEW.account_id, v_cash, v_credit_limit, -v_amount USING ERRCODE = 'SL019';
+    END IF;
 
--- AFTER, so it only sees rows that passed every check; the account lock taken by trades_admit
--- serialises the position update of one account. A sell is a conditional UPDATE … WHERE
--- quantity >= q: the last line of defence against an oversell.
-CREATE FUNCTION trades_apply_to_position() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    v_held numeric;
-BEGIN
     IF NEW.side = 'buy' THEN
-        UPDATE positions SET quantity = trim_scale(quantity + NEW.quantity), updated_at = now()
+        IF NEW.named_lots IS NOT NULL THEN
+            RAISE EXCEPTION 'only a sell names the lots it closes'
+                USING ERRCODE = '22023', COLUMN = 'named_lots';
+        END IF;
+        -- A lot of its own, costing what the buy paid.
+        v_cost := -v_amount;
+        UPDATE positions
+        SET quantity = trim_scale(quantity + NEW.quantity), cost_basis = cost_basis + v_cost,
+            updated_at = now()
         WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
         IF NOT FOUND THEN
-            INSERT INTO positions (account_id, symbol, quantity, updated_at)
-            VALUES (NEW.account_id, NEW.symbol, NEW.quantity, now());
+            INSERT INTO positions (account_id, symbol, quantity, cost_basis, updated_at)
+            VALUES (NEW.account_id, NEW.symbol, NEW.quantity, v_cost, now());
         END IF;
+        INSERT INTO lots (account_id, lot_id, symbol, trade_id, quantity, remaining, cost,
+                          remaining_cost, opened_at)
+        VALUES (NEW.account_id, NEW.seq, NEW.symbol, NEW.trade_id, NEW.quantity, NEW.quantity,
+                v_cost, v_cost, NEW.executed_at);
     ELSE
-        UPDATE positions SET quantity = trim_scale(quantity - NEW.quantity), updated_at = now()
+        -- Rule 1 and rule 12 at once: the open lots are the position.
+        v_cost := trades_close_lots(NEW.account_id, NEW.symbol, NEW.seq, NEW.trade_id,
+                                    NEW.quantity, v_amount, NEW.executed_at, v_lot_method,
+                                    NEW.named_lots, v_fractionable);
+        -- WHERE quantity >= q: the last line of defence against an oversell.
+        UPDATE positions
+        SET quantity = trim_scale(quantity - NEW.quantity), cost_basis = cost_basis - v_cost,
+            realized = realized + v_amount - v_cost, updated_at = now()
         WHERE account_id = NEW.account_id AND symbol = NEW.symbol AND quantity >= NEW.quantity;
         IF NOT FOUND THEN
             SELECT quantity INTO v_held FROM positions
@@ -884,9 +1045,160 @@ BEGIN
                 USING ERRCODE = 'SL001';
         END IF;
     END IF;
-    RETURN NULL;
+
+    UPDATE accounts
+    SET cash = cash + v_amount, last_seq = NEW.seq, last_executed_at = NEW.executed_at
+    WHERE account_id = NEW.account_id;
+    RETURN NEW;
 END
 $$;
+
+
+-- §1.5 for one sell: close its lots — those it names, or the open lots opened before it in the
+-- order of the account's lot method (fifo: oldest first; lifo: newest first; hifo: highest
+-- cost per share first, then oldest) — and return the cost basis it closed. Raises SL001 when
+-- the open lots (= the position, rule 12) are fewer shares than the sell, SL020 for a named
+-- lot that is not open, not the account's or the symbol's, or too small, SL014 for a fraction
+-- of a lot of a whole-share stock, 22023 for a malformed selection. Called by trades_admit,
+-- and by trades_admit_batch for the accounts that do not close first in first out, under the
+-- account's lock.
+CREATE FUNCTION trades_close_lots(
+    p_account_id bigint, p_symbol text, p_seq bigint, p_trade_id bigint, p_quantity numeric,
+    p_amount numeric, p_executed_at timestamptz, p_method text, p_named jsonb,
+    p_fractionable boolean
+) RETURNS numeric
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_lots     refcursor;
+    v_lot      lots;
+    v_ids      bigint[];
+    v_wanted   numeric[];
+    v_item     jsonb;
+    v_i        integer := 0;
+    v_take     numeric;
+    v_left     numeric := p_quantity;
+    v_cost     numeric;
+    v_proceeds numeric;
+    v_given    numeric := 0;  -- proceeds allocated so far
+    v_closed   numeric := 0;  -- cost basis closed so far
+    v_held     numeric;
+BEGIN
+    IF p_named IS NULL THEN
+        IF p_method = 'lifo' THEN
+            OPEN v_lots FOR SELECT * FROM lots l
+                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
+                  AND l.lot_id < p_seq
+                ORDER BY l.lot_id DESC;
+        ELSIF p_method = 'hifo' THEN
+            OPEN v_lots FOR SELECT * FROM lots l
+                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
+                  AND l.lot_id < p_seq
+                ORDER BY round(l.cost, 40) / l.quantity DESC, l.lot_id;
+        ELSE
+            OPEN v_lots FOR SELECT * FROM lots l
+                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
+                  AND l.lot_id < p_seq
+                ORDER BY l.lot_id;
+        END IF;
+    ELSE
+        -- The shape of a selection: [{"lot_id": id, "quantity": q}, …], distinct lots, adding
+        -- up to the sell (the API says so before it calls; this says it to every writer).
+        IF jsonb_typeof(p_named) IS DISTINCT FROM 'array' OR jsonb_array_length(p_named) = 0 THEN
+            RAISE EXCEPTION 'lots must be a non-empty array of {"lot_id", "quantity"}'
+                USING ERRCODE = '22023', COLUMN = 'named_lots';
+        END IF;
+        FOR v_item IN SELECT e FROM jsonb_array_elements(p_named) AS e LOOP
+            IF jsonb_typeof(v_item) IS DISTINCT FROM 'object'
+               OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(v_item) AS k)
+                  IS DISTINCT FROM ARRAY['lot_id', 'quantity']
+               OR jsonb_typeof(v_item -> 'lot_id') <> 'number'
+               OR v_item ->> 'lot_id' !~ '^[1-9][0-9]{0,17}$'
+               OR jsonb_typeof(v_item -> 'quantity') NOT IN ('number', 'string')
+               OR v_item ->> 'quantity' !~ '^[0-9]{1,10}(\.[0-9]{1,6})?$'
+               OR (v_item ->> 'quantity')::numeric NOT BETWEEN 0.000001 AND 1000000000 THEN
+                RAISE EXCEPTION 'lots[%] must be {"lot_id": a lot id, "quantity": a positive quantity with at most 6 decimal places}',
+                    v_i USING ERRCODE = '22023', COLUMN = 'named_lots';
+            END IF;
+            v_ids := v_ids || (v_item ->> 'lot_id')::bigint;
+            v_wanted := v_wanted || trim_scale((v_item ->> 'quantity')::numeric);
+            v_i := v_i + 1;
+        END LOOP;
+        IF (SELECT count(DISTINCT id) FROM unnest(v_ids) AS id) <> cardinality(v_ids) THEN
+            RAISE EXCEPTION 'lots names a lot twice' USING ERRCODE = '22023', COLUMN = 'named_lots';
+        END IF;
+        IF (SELECT sum(q) FROM unnest(v_wanted) AS q) <> p_quantity THEN
+            RAISE EXCEPTION 'lots add up to %, not to the sell''s %',
+                (SELECT sum(q) FROM unnest(v_wanted) AS q), p_quantity
+                USING ERRCODE = '22023', COLUMN = 'named_lots';
+        END IF;
+        -- Rule 1 first, as for a sell by method.
+        SELECT quantity INTO v_held FROM positions
+        WHERE account_id = p_account_id AND symbol = p_symbol;
+        IF coalesce(v_held, 0) < p_quantity THEN
+            RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+                p_account_id, coalesce(v_held, 0), p_symbol, p_quantity USING ERRCODE = 'SL001';
+        END IF;
+        IF NOT p_fractionable AND EXISTS (SELECT FROM unnest(v_wanted) AS q WHERE q <> trunc(q)) THEN
+            RAISE EXCEPTION 'stock % trades in whole shares only: a lot closes in whole shares',
+                p_symbol USING ERRCODE = 'SL014';
+        END IF;
+        v_i := 0;
+    END IF;
+
+    LOOP
+        IF p_named IS NULL THEN
+            FETCH v_lots INTO v_lot;
+            EXIT WHEN NOT FOUND;
+            v_take := least(v_lot.remaining, v_left);
+        ELSE
+            v_i := v_i + 1;
+            EXIT WHEN v_i > cardinality(v_ids);
+            SELECT * INTO v_lot FROM lots l
+            WHERE l.account_id = p_account_id AND l.lot_id = v_ids[v_i];
+            IF NOT FOUND OR v_lot.symbol <> p_symbol OR v_lot.remaining = 0
+               OR v_lot.lot_id >= p_seq OR v_lot.remaining < v_wanted[v_i] THEN
+                RAISE EXCEPTION 'lot % of account % is not an open lot of % with % shares',
+                    v_ids[v_i], p_account_id, p_symbol, v_wanted[v_i] USING ERRCODE = 'SL020';
+            END IF;
+            v_take := v_wanted[v_i];
+        END IF;
+        v_left := v_left - v_take;
+        -- The closure that empties a lot takes what is left of its cost (no penny drift).
+        IF v_take = v_lot.remaining THEN
+            v_cost := v_lot.remaining_cost;
+        ELSE
+            v_cost := least(cents_share(v_lot.cost, v_take, v_lot.quantity), v_lot.remaining_cost);
+        END IF;
+        -- The closure that completes the sell takes what is left of its proceeds.
+        IF v_left = 0 THEN
+            v_proceeds := p_amount - v_given;
+        ELSE
+            v_proceeds := cents_share(p_amount, v_take, p_quantity);
+        END IF;
+        v_given := v_given + v_proceeds;
+        v_closed := v_closed + v_cost;
+        UPDATE lots
+        SET remaining = trim_scale(remaining - v_take), remaining_cost = remaining_cost - v_cost
+        WHERE account_id = p_account_id AND lot_id = v_lot.lot_id;
+        INSERT INTO lot_closures (account_id, seq, lot_id, symbol, trade_id, quantity,
+                                  cost_basis, proceeds, closed_at)
+        VALUES (p_account_id, p_seq, v_lot.lot_id, p_symbol, p_trade_id, trim_scale(v_take),
+                v_cost, v_proceeds, p_executed_at);
+        EXIT WHEN v_left = 0;
+    END LOOP;
+    IF p_named IS NULL THEN
+        CLOSE v_lots;
+    END IF;
+    IF v_left > 0 THEN
+        RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+            p_account_id, p_quantity - v_left, p_symbol, p_quantity USING ERRCODE = 'SL001';
+    END IF;
+    RETURN v_closed;
+END
+$$;
+
+
 
 
 
@@ -898,9 +1210,12 @@ SET default_table_access_method = heap;
 -- The same rules for an insert carrying a batch_id (trade_batch(), or psql), over the
 -- statement's transition table: first as a few aggregates that prove most batches valid
 -- without ordering them, and where they cannot (a broken rule, times of the batch's own,
--- shares sold that the batch bought first) as window functions over the batch in order, which
--- also name the first failing trade (its batch_index in the error's detail); then one
--- positions write per account and symbol.
+-- shares sold that the batch bought first, cash it spends before it receives) as window
+-- functions over the batch in order, which also name the first failing trade (its batch_index
+-- in the error's detail). Then the books, set-wise: the buys' lots, the closures of the sells
+-- (first in first out in one statement, fifo_closures(); the other lot methods sell by sell,
+-- trades_close_lots()), one positions write per account and symbol, one accounts write per
+-- account.
 CREATE FUNCTION trades_admit_batch() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -915,16 +1230,49 @@ DECLARE
     v_max_brokers bigint[];
     v_first_ats   timestamptz[];
     v_last_ats    timestamptz[];
+    v_amounts     numeric[];
+    v_debits      numeric[];
+    v_methods     text[];
     -- Its symbols, those it trades a fraction of, and the shares it sells per position.
     v_symbols      text[];
     v_fractional   text[];
     v_sold_account bigint[];
     v_sold_symbol  text[];
     v_sold         numeric[];
-    -- Its net change per position, and the positions that existed.
+    -- The sells that close first in first out, the open lots they may close, and the
+    -- closures; the cost basis every sell closed.
+    v_sell_account  bigint[];
+    v_sell_symbol   text[];
+    v_sell_seq      bigint[];
+    v_sell_quantity numeric[];
+    v_sell_amount   numeric[];
+    v_lot_account   bigint[];
+    v_lot_symbol    text[];
+    v_lot_id        bigint[];
+    v_lot_quantity  numeric[];
+    v_lot_cost      numeric[];
+    v_lot_remaining numeric[];
+    v_lot_left_cost numeric[];
+    v_closed_account bigint[];
+    v_closed_symbol  text[];
+    v_closed_cost    numeric[];
+    v_sell          record;
+    -- Rows being written (lots, closures), as arrays.
+    v_c_account  bigint[];
+    v_c_seq      bigint[];
+    v_c_symbol   text[];
+    v_c_trade    bigint[];
+    v_c_lot      bigint[];
+    v_c_quantity numeric[];
+    v_c_cost     numeric[];
+    v_c_proceeds numeric[];
+    v_c_at       timestamptz[];
+    -- Its change per position, and the positions that existed.
     v_net_account  bigint[];
     v_net_symbol   text[];
     v_net          numeric[];
+    v_net_cost     numeric[];
+    v_net_realized numeric[];
     v_held_account bigint[];
     v_held_symbol  text[];
     -- Its rows in insertion order, when they have to be checked one by one.
@@ -937,24 +1285,30 @@ BEGIN
         RETURN NULL;
     END IF;
     -- One pass, no sort (count(DISTINCT) sorted the batch).
-    SELECT count(*) AS rows, count(batch_id) AS batched,
+    SELECT count(*) AS rows, count(batch_id) AS batched, count(named_lots) AS named,
            min(batch_id) AS first_batch, max(batch_id) AS last_batch
     INTO v FROM new_rows;
     IF v.batched <> v.rows OR v.first_batch <> v.last_batch THEN
         RAISE EXCEPTION 'one INSERT carries one batch, and only its trades'
             USING ERRCODE = '22023';
     END IF;
+    IF v.named > 0 THEN
+        RAISE EXCEPTION 'a batch closes lots by each account''s lot method: it names none'
+            USING ERRCODE = '22023', COLUMN = 'named_lots';
+    END IF;
 
     SELECT array_agg(account_id ORDER BY account_id), array_agg(trades ORDER BY account_id),
            array_agg(first_seq ORDER BY account_id), array_agg(last_seq ORDER BY account_id),
            array_agg(min_broker ORDER BY account_id), array_agg(max_broker ORDER BY account_id),
-           array_agg(first_at ORDER BY account_id), array_agg(last_at ORDER BY account_id)
+           array_agg(first_at ORDER BY account_id), array_agg(last_at ORDER BY account_id),
+           array_agg(amount ORDER BY account_id), array_agg(debits ORDER BY account_id)
     INTO v_accounts, v_trades, v_first_seqs, v_last_seqs, v_min_brokers, v_max_brokers,
-         v_first_ats, v_last_ats
+         v_first_ats, v_last_ats, v_amounts, v_debits
     FROM (
         SELECT account_id, count(*) AS trades, min(seq) AS first_seq, max(seq) AS last_seq,
                min(broker_id) AS min_broker, max(broker_id) AS max_broker,
-               min(executed_at) AS first_at, max(executed_at) AS last_at
+               min(executed_at) AS first_at, max(executed_at) AS last_at,
+               sum(amount) AS amount, coalesce(sum(amount) FILTER (WHERE amount < 0), 0) AS debits
         FROM new_rows
         GROUP BY account_id
     ) per_account;
@@ -978,31 +1332,29 @@ BEGIN
     ORDER BY account_id FOR NO KEY UPDATE;
 
     -- Sufficient for every rule, in aggregates: per account, its trades all name its open
-    -- account's active broker of record, their seqs fill the range right after the
-    -- account's last trade, and they share one timestamp (as
-    -- trade_batch() gives them) no earlier than that trade's and not in the future; every
-    -- stock is tradable; per position, the batch sells no more than was held before it.
+    -- account's active broker of record, their seqs fill the range right after the account's
+    -- last trade, and they share one timestamp (as trade_batch() gives them) no earlier than
+    -- that trade's and not in the future, and all it pays together stays within its credit
+    -- limit; every stock is tradable; per position, the batch sells no more than was held
+    -- before it.
     IF EXISTS (
         SELECT FROM unnest(v_accounts, v_trades, v_first_seqs, v_last_seqs, v_min_brokers,
-                           v_max_brokers, v_first_ats, v_last_ats)
+                           v_max_brokers, v_first_ats, v_last_ats, v_debits)
                     AS b(account_id, trades, first_seq, last_seq, min_broker, max_broker,
-                         first_at, last_at)
+                         first_at, last_at, debits)
         LEFT JOIN (SELECT * FROM accounts WHERE account_id = ANY (v_accounts)) a
                ON a.account_id = b.account_id
         LEFT JOIN brokers br ON br.broker_id = a.broker_id
-        -- An account's seqs run 1, 2, 3… and trades_pkey refused any the batch repeats, so
-        -- the batch continues the account exactly when first_seq is 1 or first_seq - 1
-        -- exists: a point lookup, where "the latest trade" scans an index page backwards.
-        LEFT JOIN (SELECT * FROM trades WHERE account_id = ANY (v_accounts)) l
-               ON l.account_id = b.account_id AND l.seq = b.first_seq - 1
         WHERE a.account_id IS NULL OR a.status <> 'open'
            OR b.min_broker <> a.broker_id OR b.max_broker <> a.broker_id
            OR br.status IS DISTINCT FROM 'active'
-           OR (b.first_seq > 1 AND l.seq IS NULL)
+           -- trades_pkey refused any seq the batch repeats: first and last bound the range.
+           OR b.first_seq <> coalesce(a.last_seq, 0) + 1
            OR b.last_seq <> b.first_seq + b.trades - 1
-           OR b.first_at <> b.last_at OR b.first_at < l.executed_at
+           OR b.first_at <> b.last_at OR b.first_at < a.last_executed_at
            OR b.last_at > clock_timestamp() + future_tolerance()
            OR b.first_at < '1900-01-01 00:00:00+00'
+           OR a.cash + b.debits < -a.credit_limit
         UNION ALL
         SELECT FROM unnest(v_symbols) AS n(symbol)
         LEFT JOIN stocks s ON s.symbol = n.symbol
@@ -1024,29 +1376,22 @@ BEGIN
             SELECT r.*, r.ordinality - 1 AS idx
             FROM unnest(v_rows) WITH ORDINALITY AS r
         ),
-        before_batch AS (
-            -- Per account: the last trade before the batch.
-            SELECT f.account_id, l.seq AS last_seq, l.executed_at AS last_at
-            FROM unnest(v_accounts, v_first_seqs) AS f(account_id, first_seq)
-            LEFT JOIN LATERAL (
-                SELECT t.seq, t.executed_at FROM trades t
-                WHERE t.account_id = ANY (v_accounts)
-                  AND t.account_id = f.account_id AND t.seq < f.first_seq
-                ORDER BY t.seq DESC LIMIT 1
-            ) l ON true
-        ),
         ordered AS (
             SELECT b.*,
-                   coalesce(bb.last_seq, 0)
+                   coalesce(a.last_seq, 0)
                        + row_number() OVER (PARTITION BY b.account_id ORDER BY b.seq)
                        AS expected_seq,
                    coalesce(lag(b.executed_at) OVER (PARTITION BY b.account_id ORDER BY b.seq),
-                            bb.last_at) AS previous_at,
+                            a.last_executed_at) AS previous_at,
                    coalesce(p.quantity, 0) + sum(CASE b.side WHEN 'buy' THEN b.quantity
                                                               ELSE -b.quantity END)
-                       OVER (PARTITION BY b.account_id, b.symbol ORDER BY b.seq) AS running
+                       OVER (PARTITION BY b.account_id, b.symbol ORDER BY b.seq) AS running,
+                   a.cash + sum(b.amount) OVER (PARTITION BY b.account_id ORDER BY b.seq)
+                       AS running_cash,
+                   a.credit_limit
             FROM batch b
-            JOIN before_batch bb ON bb.account_id = b.account_id
+            LEFT JOIN (SELECT * FROM accounts WHERE account_id = ANY (v_accounts)) a
+                   ON a.account_id = b.account_id
             LEFT JOIN (SELECT * FROM positions WHERE account_id = ANY (v_accounts)) p
                    ON p.account_id = b.account_id AND p.symbol = b.symbol
         ),
@@ -1064,6 +1409,7 @@ BEGIN
                     WHEN o.executed_at < o.previous_at
                       OR o.executed_at > clock_timestamp() + future_tolerance() THEN 'SL002'
                     WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN '22008'
+                    WHEN o.amount < 0 AND o.running_cash < -o.credit_limit THEN 'SL019'
                     WHEN o.running < 0 THEN 'SL001'
                 END AS code,
                 CASE
@@ -1088,6 +1434,9 @@ BEGIN
                         extract(epoch FROM future_tolerance())::integer)
                     WHEN o.executed_at < '1900-01-01 00:00:00+00' THEN format(
                         'executed_at %s is before 1900-01-01T00:00:00Z', o.executed_at)
+                    WHEN o.amount < 0 AND o.running_cash < -o.credit_limit THEN format(
+                        'account %s has %s in cash and a credit limit of %s: it cannot pay %s',
+                        o.account_id, o.running_cash - o.amount, o.credit_limit, -o.amount)
                     WHEN o.running < 0 THEN format(
                         'account %s holds %s shares of %s, cannot sell %s',
                         o.account_id, o.running + o.quantity, o.symbol, o.quantity)
@@ -1111,23 +1460,123 @@ BEGIN
         END IF;
     END IF;
 
-    -- One write per (account, symbol): the positions found are updated, the others inserted
-    -- (INSERT … ON CONFLICT would check the proposed row, negative for a net sale, before
-    -- seeing the conflict; a cluster's MERGE reads from its own tables only). The accounts
-    -- are locked: no position of theirs can appear in between.
-    SELECT array_agg(account_id), array_agg(symbol), array_agg(quantity)
-    INTO v_net_account, v_net_symbol, v_net
+    -- Every buy opens a lot. (From arrays: on a cluster an INSERT into a distributed table
+    -- may not read the transition table.)
+    SELECT array_agg(account_id), array_agg(seq), array_agg(symbol), array_agg(trade_id),
+           array_agg(quantity::numeric), array_agg(-amount), array_agg(executed_at)
+    INTO v_c_account, v_c_seq, v_c_symbol, v_c_trade, v_c_quantity, v_c_cost, v_c_at
+    FROM new_rows WHERE side = 'buy';
+    INSERT INTO lots (account_id, lot_id, symbol, trade_id, quantity, remaining, cost,
+                      remaining_cost, opened_at)
+    SELECT b.account_id, b.seq, b.symbol, b.trade_id, b.quantity, b.quantity, b.cost, b.cost,
+           b.executed_at
+    FROM unnest(v_c_account, v_c_seq, v_c_symbol, v_c_trade, v_c_quantity, v_c_cost, v_c_at)
+         AS b(account_id, seq, symbol, trade_id, quantity, cost, executed_at);
+
+    -- The sells of the accounts that close first in first out: all at once.
+    v_methods := ARRAY(SELECT lot_method FROM accounts WHERE account_id = ANY (v_accounts)
+                       ORDER BY account_id);
+    SELECT array_agg(n.account_id ORDER BY n.account_id, n.seq),
+           array_agg(n.symbol ORDER BY n.account_id, n.seq),
+           array_agg(n.seq ORDER BY n.account_id, n.seq),
+           array_agg(n.quantity::numeric ORDER BY n.account_id, n.seq),
+           array_agg(n.amount ORDER BY n.account_id, n.seq)
+    INTO v_sell_account, v_sell_symbol, v_sell_seq, v_sell_quantity, v_sell_amount
+    FROM new_rows n
+    JOIN unnest(v_accounts, v_methods) AS m(account_id, lot_method)
+      ON m.account_id = n.account_id AND m.lot_method = 'fifo'
+    WHERE n.side = 'sell';
+    IF v_sell_account IS NOT NULL THEN
+        -- Every open lot of the selling accounts in the symbols sold (a few more than the
+        -- positions sold: lots of a position without a sell close nothing).
+        SELECT array_agg(l.account_id), array_agg(l.symbol), array_agg(l.lot_id),
+               array_agg(l.quantity), array_agg(l.cost), array_agg(l.remaining),
+               array_agg(l.remaining_cost)
+        INTO v_lot_account, v_lot_symbol, v_lot_id, v_lot_quantity, v_lot_cost,
+             v_lot_remaining, v_lot_left_cost
+        FROM lots l
+        WHERE l.account_id = ANY (v_sell_account) AND l.symbol = ANY (v_sell_symbol)
+          AND l.remaining > 0;
+
+        SELECT array_agg(c.account_id), array_agg(c.symbol), array_agg(c.seq),
+               array_agg(c.lot_id), array_agg(c.quantity), array_agg(c.cost_basis),
+               array_agg(c.proceeds), array_agg(n.trade_id), array_agg(n.executed_at)
+        INTO v_c_account, v_c_symbol, v_c_seq, v_c_lot, v_c_quantity, v_c_cost,
+             v_c_proceeds, v_c_trade, v_c_at
+        FROM fifo_closures(v_lot_account, v_lot_symbol, v_lot_id, v_lot_quantity, v_lot_cost,
+                           v_lot_remaining, v_lot_left_cost, v_sell_account, v_sell_symbol,
+                           v_sell_seq, v_sell_quantity, v_sell_amount) c
+        JOIN new_rows n ON n.account_id = c.account_id AND n.seq = c.seq;
+
+        INSERT INTO lot_closures (account_id, seq, lot_id, symbol, trade_id, quantity,
+                                  cost_basis, proceeds, closed_at)
+        SELECT * FROM unnest(v_c_account, v_c_seq, v_c_lot, v_c_symbol, v_c_trade,
+                             v_c_quantity, v_c_cost, v_c_proceeds, v_c_at);
+        UPDATE lots l
+        SET remaining = trim_scale(l.remaining - c.quantity),
+            remaining_cost = l.remaining_cost - c.cost
+        FROM (
+            SELECT u.account_id, u.lot_id, sum(u.quantity) AS quantity, sum(u.cost) AS cost
+            FROM unnest(v_c_account, v_c_lot, v_c_quantity, v_c_cost)
+                 AS u(account_id, lot_id, quantity, cost)
+            GROUP BY u.account_id, u.lot_id
+        ) c
+        WHERE l.account_id = ANY (v_sell_account)
+          AND l.account_id = c.account_id AND l.lot_id = c.lot_id;
+        v_closed_account := v_c_account;
+        v_closed_symbol := v_c_symbol;
+        v_closed_cost := v_c_cost;
+    END IF;
+
+    -- The sells of the other accounts, one by one in order (each sees the lots the batch's
+    -- earlier trades left).
+    FOR v_sell IN
+        SELECT n.*, m.lot_method
+        FROM new_rows n
+        JOIN unnest(v_accounts, v_methods) AS m(account_id, lot_method)
+          ON m.account_id = n.account_id AND m.lot_method <> 'fifo'
+        WHERE n.side = 'sell'
+        ORDER BY n.account_id, n.seq
+    LOOP
+        v_closed_account := v_closed_account || v_sell.account_id;
+        v_closed_symbol := v_closed_symbol || v_sell.symbol;
+        v_closed_cost := v_closed_cost || trades_close_lots(
+            v_sell.account_id, v_sell.symbol, v_sell.seq, v_sell.trade_id, v_sell.quantity,
+            v_sell.amount, v_sell.executed_at, v_sell.lot_method, NULL, true);
+    END LOOP;
+
+    -- One write per (account, symbol): its net quantity, the cost of the lots its buys opened
+    -- less the cost basis its sells closed, and what its sells realized (their amounts less
+    -- that cost basis). The positions found are updated, the others inserted (INSERT … ON
+    -- CONFLICT would check the proposed row, negative for a net sale, before seeing the
+    -- conflict; a cluster's MERGE reads from its own tables only). The accounts are locked: no
+    -- position of theirs can appear in between.
+    SELECT array_agg(account_id), array_agg(symbol), array_agg(quantity), array_agg(cost),
+           array_agg(realized)
+    INTO v_net_account, v_net_symbol, v_net, v_net_cost, v_net_realized
     FROM (
-        SELECT account_id, symbol,
-               sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) AS quantity
-        FROM new_rows
+        SELECT account_id, symbol, sum(quantity) AS quantity, sum(cost) AS cost,
+               sum(realized) AS realized
+        FROM (
+            SELECT account_id, symbol,
+                   CASE side WHEN 'buy' THEN quantity ELSE -quantity END AS quantity,
+                   CASE side WHEN 'buy' THEN -amount ELSE 0 END AS cost,
+                   CASE side WHEN 'sell' THEN amount ELSE 0 END AS realized
+            FROM new_rows
+            UNION ALL
+            SELECT c.account_id, c.symbol, 0, -c.cost, -c.cost
+            FROM unnest(v_closed_account, v_closed_symbol, v_closed_cost)
+                 AS c(account_id, symbol, cost)
+        ) change
         GROUP BY account_id, symbol
     ) net;
     WITH updated AS (
-        UPDATE positions p SET quantity = trim_scale(p.quantity + d.quantity), updated_at = v_now
+        UPDATE positions p
+        SET quantity = trim_scale(p.quantity + d.quantity), cost_basis = p.cost_basis + d.cost,
+            realized = p.realized + d.realized, updated_at = v_now
         FROM (
-            SELECT * FROM unnest(v_net_account, v_net_symbol, v_net)
-                          AS n(account_id, symbol, quantity)
+            SELECT * FROM unnest(v_net_account, v_net_symbol, v_net, v_net_cost, v_net_realized)
+                          AS n(account_id, symbol, quantity, cost, realized)
         ) d
         WHERE p.account_id = ANY (v_accounts)
           AND p.account_id = d.account_id AND p.symbol = d.symbol
@@ -1136,22 +1585,112 @@ BEGIN
     SELECT array_agg(account_id), array_agg(symbol) INTO v_held_account, v_held_symbol
     FROM updated;
     IF coalesce(cardinality(v_held_account), 0) < cardinality(v_net_account) THEN
-        INSERT INTO positions (account_id, symbol, quantity, updated_at)
-        SELECT d.account_id, d.symbol, d.quantity, v_now
-        FROM unnest(v_net_account, v_net_symbol, v_net) AS d(account_id, symbol, quantity)
+        INSERT INTO positions (account_id, symbol, quantity, cost_basis, realized, updated_at)
+        SELECT d.account_id, d.symbol, trim_scale(d.quantity), d.cost, d.realized, v_now
+        FROM unnest(v_net_account, v_net_symbol, v_net, v_net_cost, v_net_realized)
+             AS d(account_id, symbol, quantity, cost, realized)
         WHERE NOT EXISTS (
             SELECT FROM unnest(v_held_account, v_held_symbol) AS u(account_id, symbol)
             WHERE u.account_id = d.account_id AND u.symbol = d.symbol
         );
     END IF;
+
+    -- One write per account: its cash, and its latest trade.
+    UPDATE accounts a
+    SET cash = a.cash + d.amount, last_seq = d.last_seq, last_executed_at = d.last_at
+    FROM (
+        SELECT * FROM unnest(v_accounts, v_amounts, v_last_seqs, v_last_ats)
+                      AS u(account_id, amount, last_seq, last_at)
+    ) d
+    WHERE a.account_id = ANY (v_accounts) AND a.account_id = d.account_id;
     RETURN NULL;
 END
 $$;
 
+
+-- §1.5, first in first out, set-wise: the closures that sells make of lots, given the open
+-- lots (in lot_id order) and the sells (in seq order) of some positions. Lots are laid end to
+-- end by what remains of them, and so are the sells by their quantities: a sell closes exactly
+-- the lots its stretch overlaps. (A sell never reaches a lot opened after it: rule 1 held, so
+-- everything before its stretch was bought before it.) A closure's cost is its share of its
+-- lot's cost, rounded to the cent and never more than the lot has left; the closure that
+-- empties a lot takes what is left. Its proceeds are its share of the sell's amount; the
+-- closure that completes a sell takes what is left of it. It reads no table: the batch trigger
+-- and the migration that builds lots from a history call it with arrays (on a cluster a
+-- function that reads a table may not run inside a query on a shard).
+CREATE FUNCTION fifo_closures(
+    p_lot_accounts bigint[], p_lot_symbols text[], p_lot_ids bigint[],
+    p_lot_quantities numeric[], p_lot_costs numeric[], p_lot_remaining numeric[],
+    p_lot_remaining_costs numeric[],
+    p_sell_accounts bigint[], p_sell_symbols text[], p_sell_seqs bigint[],
+    p_sell_quantities numeric[], p_sell_amounts numeric[]
+) RETURNS TABLE(account_id bigint, symbol text, seq bigint, lot_id bigint, quantity numeric,
+                cost_basis numeric, proceeds numeric)
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    WITH lot AS (
+        SELECT l.*,
+               sum(l.remaining) OVER w - l.remaining AS starts, sum(l.remaining) OVER w AS ends
+        FROM unnest(p_lot_accounts, p_lot_symbols, p_lot_ids, p_lot_quantities, p_lot_costs,
+                    p_lot_remaining, p_lot_remaining_costs)
+             AS l(account_id, symbol, lot_id, quantity, cost, remaining, remaining_cost)
+        WINDOW w AS (PARTITION BY l.account_id, l.symbol ORDER BY l.lot_id)
+    ),
+    sell AS (
+        SELECT s.*,
+               sum(s.quantity) OVER w - s.quantity AS starts, sum(s.quantity) OVER w AS ends
+        FROM unnest(p_sell_accounts, p_sell_symbols, p_sell_seqs, p_sell_quantities,
+                    p_sell_amounts) AS s(account_id, symbol, seq, quantity, amount)
+        WINDOW w AS (PARTITION BY s.account_id, s.symbol ORDER BY s.seq)
+    ),
+    piece AS (
+        SELECT s.account_id, s.symbol, s.seq, l.lot_id,
+               least(l.ends, s.ends) - greatest(l.starts, s.starts) AS quantity,
+               l.ends <= s.ends AS empties_lot, s.ends <= l.ends AS completes_sell,
+               cents_share(l.cost, least(l.ends, s.ends) - greatest(l.starts, s.starts),
+                           l.quantity) AS cost_share,
+               cents_share(s.amount, least(l.ends, s.ends) - greatest(l.starts, s.starts),
+                           s.quantity) AS proceeds_share,
+               l.remaining_cost, s.amount
+        FROM sell s
+        JOIN lot l ON l.account_id = s.account_id AND l.symbol = s.symbol
+                  AND l.starts < s.ends AND l.ends > s.starts
+    ),
+    summed AS (
+        SELECT p.*,
+               coalesce(sum(p.cost_share) OVER (
+                   PARTITION BY p.account_id, p.lot_id ORDER BY p.seq
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS cost_before,
+               sum(p.proceeds_share) OVER (PARTITION BY p.account_id, p.seq) AS proceeds_shares
+        FROM piece p
+    )
+    SELECT s.account_id, s.symbol, s.seq, s.lot_id, trim_scale(s.quantity),
+           CASE WHEN s.empties_lot THEN greatest(s.remaining_cost - s.cost_before, 0)
+                ELSE greatest(least(s.cost_share, s.remaining_cost - s.cost_before), 0) END,
+           CASE WHEN s.completes_sell THEN s.amount - (s.proceeds_shares - s.proceeds_share)
+                ELSE s.proceeds_share END
+    FROM summed s;
+$$;
+
 -- Functions: what the application calls ---------------------------------------------------
 
--- One trade, one round trip: the insert fires the triggers above, and the trade comes back
--- (read through trade_rows) with the account's position after it.
+-- The lot closures of a sell, as the API answers them (NULL for a buy): JSON with exact
+-- decimal strings, in lot order.
+CREATE FUNCTION trade_closures(p_account_id bigint, p_seq bigint) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT jsonb_agg(jsonb_build_object(
+               'lot_id', c.lot_id, 'quantity', c.quantity::text,
+               'cost_basis', c.cost_basis::text, 'proceeds', c.proceeds::text,
+               'realized', c.realized::text) ORDER BY c.lot_id)
+    FROM lot_closures c
+    WHERE c.account_id = p_account_id AND c.seq = p_seq;
+$$;
+
+
+-- One trade, one round trip: the insert fires the trigger above, and the trade comes back
+-- (read through trade_rows) with the account's position after it and, for a sell, the lot
+-- closures it made.
 CREATE FUNCTION trade(
     p_account_id bigint,
     p_broker_id bigint,
@@ -1160,26 +1699,35 @@ CREATE FUNCTION trade(
     p_quantity numeric,
     p_price numeric,
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
-    p_client_order_id text DEFAULT NULL::text
+    p_client_order_id text DEFAULT NULL::text,
+    p_fee numeric DEFAULT 0,
+    p_lots jsonb DEFAULT NULL::jsonb
 ) RETURNS TABLE(
     trade trade_rows,
-    position_quantity numeric
+    position_quantity numeric,
+    closures jsonb
 )
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
-    t trades;
+    t          trades;
+    v_closures jsonb;
 BEGIN
     INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
-                             executed_at, client_order_id)
+                             executed_at, client_order_id, fee, named_lots)
     VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
-            p_executed_at, p_client_order_id)
+            p_executed_at, p_client_order_id, coalesce(p_fee, 0), p_lots)
     RETURNING x.* INTO t;
+    -- In a statement of its own: on a cluster a function that reads a table may not run
+    -- inside a query on a shard.
+    IF t.side = 'sell' THEN
+        v_closures := trade_closures(t.account_id, t.seq);
+    END IF;
 
     RETURN QUERY
-    SELECT r, p.quantity
+    SELECT r, p.quantity, v_closures
     FROM trade_rows r
     JOIN positions p ON p.account_id = r.account_id AND p.symbol = r.symbol
     WHERE r.account_id = t.account_id AND r.seq = t.seq;
@@ -1200,10 +1748,13 @@ CREATE FUNCTION trade_idempotent(
     p_quantity numeric,
     p_price numeric,
     p_executed_at timestamp with time zone DEFAULT NULL::timestamp with time zone,
-    p_client_order_id text DEFAULT NULL::text
+    p_client_order_id text DEFAULT NULL::text,
+    p_fee numeric DEFAULT 0,
+    p_lots jsonb DEFAULT NULL::jsonb
 ) RETURNS TABLE(
     trade trade_rows,
     position_quantity numeric,
+    closures jsonb,
     replayed boolean
 )
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1211,9 +1762,10 @@ CREATE FUNCTION trade_idempotent(
     AS $$
 #variable_conflict use_column
 DECLARE
-    claim  idempotency_keys;
-    t      trades;
-    v_held numeric;
+    claim      idempotency_keys;
+    t          trades;
+    v_held     numeric;
+    v_closures jsonb;
 BEGIN
     INSERT INTO idempotency_keys (broker_id, account_id, idempotency_key, request_hash)
     VALUES (p_broker_id, p_account_id, p_idempotency_key, p_request_hash)
@@ -1228,19 +1780,24 @@ BEGIN
             RAISE EXCEPTION 'idempotency key % was used for a different request',
                 p_idempotency_key USING ERRCODE = 'SL012';
         END IF;
+        SELECT * INTO t FROM trades x
+        WHERE x.trade_id = claim.trade_id AND x.account_id = claim.account_id;
+        IF t.side = 'sell' THEN
+            v_closures := trade_closures(t.account_id, t.seq);
+        END IF;
         RETURN QUERY
-        SELECT r, claim.position_quantity, true
+        SELECT r, claim.position_quantity, v_closures, true
         FROM trade_rows r
-        WHERE r.trade_id = claim.trade_id AND r.account_id = claim.account_id;
+        WHERE r.account_id = t.account_id AND r.seq = t.seq;
         RETURN;
     END IF;
 
-    -- What trade() does, without a second SECURITY DEFINER call: the triggers check and
-    -- write the position; the position is read back for the answer and the claim.
+    -- What trade() does, without a second SECURITY DEFINER call: the trigger checks and
+    -- writes the books; the position is read back for the answer and the claim.
     INSERT INTO trades AS x (account_id, broker_id, symbol, side, quantity, price,
-                             executed_at, client_order_id)
+                             executed_at, client_order_id, fee, named_lots)
     VALUES (p_account_id, p_broker_id, p_symbol, p_side, p_quantity, p_price,
-            p_executed_at, p_client_order_id)
+            p_executed_at, p_client_order_id, coalesce(p_fee, 0), p_lots)
     RETURNING x.* INTO t;
     SELECT p.quantity INTO v_held FROM positions p
     WHERE p.account_id = t.account_id AND p.symbol = t.symbol;
@@ -1250,8 +1807,12 @@ BEGIN
     WHERE k.broker_id = p_broker_id AND k.account_id = p_account_id
       AND k.idempotency_key = p_idempotency_key;
 
+    IF t.side = 'sell' THEN
+        v_closures := trade_closures(t.account_id, t.seq);
+    END IF;
+
     RETURN QUERY
-    SELECT r, v_held, false
+    SELECT r, v_held, v_closures, false
     FROM trade_rows r
     WHERE r.account_id = t.account_id AND r.seq = t.seq;
 END
@@ -1275,6 +1836,7 @@ CREATE FUNCTION trade_batch_insert(
     p_prices numeric[],
     p_executed_ats timestamp with time zone[],
     p_client_order_ids text[],
+    p_fees numeric[],
     p_last_accounts bigint[],
     p_last_seqs bigint[],
     p_last_ats timestamp with time zone[]
@@ -1288,17 +1850,18 @@ CREATE FUNCTION trade_batch_insert(
                     coalesce(p_executed_ats,
                              array_fill(NULL::timestamptz, ARRAY[cardinality(p_account_ids)])),
                     coalesce(p_client_order_ids,
-                             array_fill(NULL::text, ARRAY[cardinality(p_account_ids)])))
+                             array_fill(NULL::text, ARRAY[cardinality(p_account_ids)])),
+                    coalesce(p_fees, array_fill(0::numeric, ARRAY[cardinality(p_account_ids)])))
              WITH ORDINALITY AS x(account_id, symbol, side, quantity, price, executed_at,
-                                  client_order_id, i)
+                                  client_order_id, fee, i)
         WHERE x.i <= p_count
     )
     INSERT INTO trades AS t (account_id, broker_id, symbol, side, quantity, price, executed_at,
-                             client_order_id, seq, batch_id)
+                             client_order_id, fee, seq, batch_id)
     SELECT x.account_id, p_broker_id, x.symbol, x.side, trim_scale(x.quantity),
            CASE WHEN x.price = trunc(x.price, 4) THEN trunc(x.price, 4) ELSE x.price END,
            coalesce(x.executed_at, greatest(p_now, l.executed_at)),
-           x.client_order_id,
+           x.client_order_id, coalesce(x.fee, 0),
            coalesce(l.seq, 0) + row_number() OVER (PARTITION BY x.account_id ORDER BY x.i),
            p_batch_id
     FROM input x
@@ -1308,7 +1871,8 @@ CREATE FUNCTION trade_batch_insert(
     -- The columns of trade_rows, in its order (PostgreSQL checks the shape): read back
     -- through the view instead, 10,000 rows would cost 10,000 index probes.
     RETURNING t.trade_id, t.account_id, t.broker_id, t.symbol, t.side::text, t.quantity::numeric,
-              t.price::numeric, t.executed_at, t.seq, t.client_order_id::text;
+              t.price::numeric, t.executed_at, t.seq, t.client_order_id::text, t.fee::numeric,
+              t.amount;
 $$;
 
 
@@ -1358,7 +1922,8 @@ CREATE FUNCTION trade_batch(
     p_quantities numeric[],
     p_prices numeric[],
     p_executed_ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[],
-    p_client_order_ids text[] DEFAULT NULL::text[]
+    p_client_order_ids text[] DEFAULT NULL::text[],
+    p_fees numeric[] DEFAULT NULL::numeric[]
 ) RETURNS SETOF trade_rows
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -1387,7 +1952,8 @@ BEGIN
        OR coalesce(cardinality(p_symbols), 0) <> n OR coalesce(cardinality(p_sides), 0) <> n
        OR coalesce(cardinality(p_quantities), 0) <> n OR coalesce(cardinality(p_prices), 0) <> n
        OR coalesce(cardinality(p_executed_ats), n) <> n
-       OR coalesce(cardinality(p_client_order_ids), n) <> n THEN
+       OR coalesce(cardinality(p_client_order_ids), n) <> n
+       OR coalesce(cardinality(p_fees), n) <> n THEN
         RAISE EXCEPTION 'a batch is 1 to 100000 trades, one element of each array per trade'
             USING ERRCODE = '22023';
     END IF;
@@ -1425,26 +1991,22 @@ BEGIN
     END LOOP;
 
     -- Once all are locked (a new statement, so a new snapshot: it sees every trade committed
-    -- before the locks were granted).
-    SELECT array_agg(a.account_id), array_agg(l.seq), array_agg(l.executed_at)
+    -- before the locks were granted), their latest trades, kept on their rows.
+    SELECT array_agg(a.account_id), array_agg(a.last_seq), array_agg(a.last_executed_at)
     INTO v_last_accounts, v_last_seqs, v_last_ats
     FROM accounts a
-    LEFT JOIN LATERAL (
-        SELECT t.seq, t.executed_at FROM trades t
-        WHERE t.account_id = a.account_id AND t.account_id = ANY (v_accounts)
-        ORDER BY t.seq DESC LIMIT 1
-    ) l ON true
     WHERE a.account_id = ANY (v_accounts);
 
     v_batch := nextval('trade_batch_id_seq');
     BEGIN
         RETURN QUERY SELECT * FROM trade_batch_insert(
             p_broker_id, v_batch, v_now, n, p_account_ids, p_symbols, p_sides, p_quantities,
-            p_prices, p_executed_ats, p_client_order_ids, v_last_accounts, v_last_seqs,
+            p_prices, p_executed_ats, p_client_order_ids, p_fees, v_last_accounts, v_last_seqs,
             v_last_ats);
         RETURN;
     EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
                    OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
+                   OR SQLSTATE 'SL019'
                    OR SQLSTATE '22008' THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                 v_detail = PG_EXCEPTION_DETAIL;
@@ -1462,14 +2024,14 @@ BEGIN
         BEGIN
             PERFORM FROM trade_batch_insert(
                 p_broker_id, v_batch, v_now, v_failing, p_account_ids, p_symbols, p_sides,
-                p_quantities, p_prices, p_executed_ats, p_client_order_ids, v_last_accounts,
-                v_last_seqs, v_last_ats);
+                p_quantities, p_prices, p_executed_ats, p_client_order_ids, p_fees,
+                v_last_accounts, v_last_seqs, v_last_ats);
             -- Nothing before it fails: it is the first (the refusal below undoes the trades
             -- inserted here).
             EXIT;
         EXCEPTION WHEN SQLSTATE 'SL001' OR SQLSTATE 'SL002' OR SQLSTATE 'SL003'
                        OR SQLSTATE 'SL005' OR SQLSTATE 'SL006' OR SQLSTATE 'SL014'
-                       OR SQLSTATE '22008' THEN
+                       OR SQLSTATE 'SL019' OR SQLSTATE '22008' THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                     v_detail = PG_EXCEPTION_DETAIL;
         END;
@@ -1478,6 +2040,150 @@ BEGIN
         MESSAGE = regexp_replace(v_message, '^trade [0-9]+ of the batch',
                                  format('trade %s of the batch', v_failing)),
         DETAIL = json_build_object('batch_index', v_failing)::text;
+END
+$$;
+
+
+-- A movement: its account locked (FOR NO KEY UPDATE, as a trade locks it), its number and time
+-- assigned (a supplied time, for a backfill, as a trade's: not before the account's latest
+-- movement, not more than 5 s ahead), its balance computed; a withdrawal may not take the
+-- balance below zero, whatever the credit limit (SL019). A closed account moves no cash; a
+-- frozen one takes deposits only (SL003). Under an Idempotency-Key already used on the
+-- account, nothing is inserted (the caller answers the movement made then), or SL012 when it
+-- was used for another request: checked under the lock, so a concurrent duplicate waits, then
+-- finds the first.
+CREATE FUNCTION cash_movements_admit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_status  text;
+    v_cash    numeric;
+    v_hash    bytea;
+    v_last_id bigint;
+    v_last_at timestamptz;
+    v_now     timestamptz;
+BEGIN
+    IF NEW.movement_id IS NOT NULL OR NEW.balance IS NOT NULL THEN
+        RAISE EXCEPTION 'a movement''s movement_id and balance are assigned by the database'
+            USING ERRCODE = '428C9';
+    END IF;
+    SELECT status, cash INTO v_status, v_cash
+    FROM accounts WHERE account_id = NEW.account_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', NEW.account_id USING ERRCODE = 'SL009';
+    END IF;
+    IF NEW.idempotency_key IS NOT NULL THEN
+        SELECT request_hash INTO v_hash FROM cash_movements
+        WHERE account_id = NEW.account_id AND idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            IF v_hash IS DISTINCT FROM NEW.request_hash THEN
+                RAISE EXCEPTION 'idempotency key % was used for a different request',
+                    NEW.idempotency_key USING ERRCODE = 'SL012';
+            END IF;
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF v_status = 'closed' OR (v_status = 'frozen' AND NEW.kind = 'withdrawal') THEN
+        RAISE EXCEPTION 'account % is %', NEW.account_id, v_status USING ERRCODE = 'SL003';
+    END IF;
+
+    SELECT movement_id, created_at INTO v_last_id, v_last_at
+    FROM cash_movements WHERE account_id = NEW.account_id
+    ORDER BY movement_id DESC LIMIT 1;
+    v_now := clock_timestamp();
+    IF NEW.created_at IS NULL THEN
+        NEW.created_at := greatest(v_now, v_last_at);
+    ELSIF NEW.created_at < v_last_at THEN
+        RAISE EXCEPTION 'created_at % is earlier than the latest movement of account % (%)',
+            NEW.created_at, NEW.account_id, v_last_at USING ERRCODE = 'SL002';
+    ELSIF NEW.created_at > v_now + future_tolerance() THEN
+        RAISE EXCEPTION 'created_at % is more than % seconds in the future', NEW.created_at,
+            extract(epoch FROM future_tolerance())::integer USING ERRCODE = 'SL002';
+    ELSIF NEW.created_at < '1900-01-01 00:00:00+00' THEN
+        RAISE EXCEPTION 'created_at % is before 1900-01-01T00:00:00Z', NEW.created_at
+            USING ERRCODE = '22008', COLUMN = 'created_at';
+    END IF;
+    NEW.movement_id := coalesce(v_last_id, 0) + 1;
+    -- Every valid amount with scale 2 ("100.00"); invalid ones are left for the CHECK.
+    IF NEW.amount = trunc(NEW.amount, 2) THEN
+        NEW.amount := trunc(NEW.amount, 2);
+    END IF;
+    NEW.balance := v_cash + CASE NEW.kind WHEN 'withdrawal' THEN -NEW.amount ELSE NEW.amount END;
+    IF NEW.kind = 'withdrawal' AND NEW.balance < 0 THEN
+        RAISE EXCEPTION 'account % has % in cash: it cannot withdraw %', NEW.account_id,
+            v_cash, NEW.amount USING ERRCODE = 'SL019';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+-- AFTER: only a movement actually written moves the balance (the trigger above may skip one).
+CREATE FUNCTION cash_movements_apply() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE accounts SET cash = NEW.balance WHERE account_id = NEW.account_id;
+    RETURN NULL;
+END
+$$;
+
+
+-- Rule 11 for the limit itself: it may not be set below what the account owes now (SL019).
+CREATE FUNCTION accounts_check_credit_limit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.cash < -NEW.credit_limit THEN
+        RAISE EXCEPTION 'account % has % in cash: a credit limit of % would leave it beyond it',
+            NEW.account_id, NEW.cash, NEW.credit_limit USING ERRCODE = 'SL019';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+-- A deposit or withdrawal, in one round trip: what the API and the CLI call. Under an
+-- Idempotency-Key, a retry of the same request answers the movement made the first time
+-- (replayed), another request under the same key is refused (SL012).
+CREATE FUNCTION move_cash(
+    p_account_id bigint,
+    p_kind text,
+    p_amount numeric,
+    p_reference text DEFAULT NULL::text,
+    p_idempotency_key text DEFAULT NULL::text,
+    p_request_hash bytea DEFAULT NULL::bytea
+) RETURNS TABLE(
+    account_id bigint,
+    movement_id bigint,
+    kind text,
+    amount numeric,
+    reference text,
+    created_at timestamp with time zone,
+    balance numeric,
+    replayed boolean
+)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    m cash_movements;
+BEGIN
+    INSERT INTO cash_movements AS x (account_id, kind, amount, reference, idempotency_key,
+                                     request_hash)
+    VALUES (p_account_id, p_kind, p_amount, p_reference, p_idempotency_key, p_request_hash)
+    RETURNING x.* INTO m;
+    IF m.account_id IS NOT NULL THEN
+        RETURN QUERY SELECT m.account_id, m.movement_id, m.kind, m.amount, m.reference,
+                            m.created_at, m.balance, false;
+        RETURN;
+    END IF;
+    -- Skipped: the key's movement was made before.
+    SELECT * INTO m FROM cash_movements c
+    WHERE c.account_id = p_account_id AND c.idempotency_key = p_idempotency_key;
+    RETURN QUERY SELECT m.account_id, m.movement_id, m.kind, m.amount, m.reference,
+                        m.created_at, m.balance, true;
 END
 $$;
 
@@ -1545,6 +2251,13 @@ CREATE TRIGGER brokers_check_supervision BEFORE UPDATE OF manager_id ON brokers
     FOR EACH ROW WHEN (NEW.manager_id IS NOT NULL AND NEW.manager_id IS DISTINCT FROM OLD.manager_id)
     EXECUTE FUNCTION brokers_check_supervision();
 
+CREATE TRIGGER cash_movements_admit BEFORE INSERT ON cash_movements
+    FOR EACH ROW EXECUTE FUNCTION cash_movements_admit();
+CREATE TRIGGER cash_movements_apply AFTER INSERT ON cash_movements
+    FOR EACH ROW EXECUTE FUNCTION cash_movements_apply();
+CREATE TRIGGER cash_movements_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON cash_movements
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+
 CREATE TRIGGER stock_prices_admit BEFORE INSERT ON stock_prices
     FOR EACH ROW EXECUTE FUNCTION stock_prices_admit();
 CREATE TRIGGER stock_prices_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE ON stock_prices
@@ -1574,8 +2287,6 @@ CREATE TRIGGER broker_keys_revocation_final BEFORE UPDATE OF revoked_at ON broke
 -- Single trades row by row; batches (batch_id set) once per statement.
 CREATE TRIGGER trades_admit BEFORE INSERT ON trades
     FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_admit();
-CREATE TRIGGER trades_apply_to_position AFTER INSERT ON trades
-    FOR EACH ROW WHEN (NEW.batch_id IS NULL) EXECUTE FUNCTION trades_apply_to_position();
 CREATE TRIGGER trades_admit_batch AFTER INSERT ON trades
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION trades_admit_batch();
@@ -1589,9 +2300,29 @@ CREATE TRIGGER trades_append_only_row BEFORE UPDATE OR DELETE ON trades
 
 -- pg_trigger_depth() = 0: a write from outside any trigger, i.e. not from the trade triggers.
 CREATE TRIGGER positions_derived_only BEFORE INSERT OR UPDATE OR DELETE ON positions
-    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_position_write();
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_derived_write();
 CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_position_write();
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_derived_write();
+CREATE TRIGGER lots_derived_only BEFORE INSERT OR UPDATE OR DELETE ON lots
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_derived_write();
+CREATE TRIGGER lots_no_truncate BEFORE TRUNCATE ON lots
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_derived_write();
+CREATE TRIGGER lot_closures_derived_only BEFORE INSERT ON lot_closures
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_derived_write();
+CREATE TRIGGER lot_closures_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON lot_closures
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_ledger_change();
+-- An account starts with no cash and no trade; afterwards only the triggers change them.
+CREATE TRIGGER accounts_books_start_empty BEFORE INSERT ON accounts
+    FOR EACH ROW WHEN (NEW.cash <> 0 OR NEW.last_seq IS NOT NULL OR NEW.last_executed_at IS NOT NULL)
+    EXECUTE FUNCTION refuse_derived_write('an account''s cash and latest trade');
+CREATE TRIGGER accounts_books_derived_only BEFORE UPDATE OF cash, last_seq, last_executed_at ON accounts
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0
+                       AND (NEW.cash, NEW.last_seq, NEW.last_executed_at)
+                           IS DISTINCT FROM (OLD.cash, OLD.last_seq, OLD.last_executed_at))
+    EXECUTE FUNCTION refuse_derived_write('an account''s cash and latest trade');
+CREATE TRIGGER accounts_check_credit_limit BEFORE UPDATE OF credit_limit ON accounts
+    FOR EACH ROW WHEN (NEW.credit_limit IS DISTINCT FROM OLD.credit_limit)
+    EXECUTE FUNCTION accounts_check_credit_limit();
 
 -- Grants ----------------------------------------------------------------------------------
 
@@ -1605,25 +2336,30 @@ GRANT EXECUTE ON FUNCTION
     remove_account_holder(bigint, bigint),
     broker_supervises(bigint, bigint),
     broker_supervises_account(bigint, bigint),
-    trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text),
-    trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text),
-    trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[]),
+    trade(bigint, bigint, text, text, numeric, numeric, timestamptz, text, numeric, jsonb),
+    trade_idempotent(text, bytea, bigint, bigint, text, text, numeric, numeric, timestamptz, text,
+                     numeric, jsonb),
+    trade_batch(bigint, bigint[], text[], text[], numeric[], numeric[], timestamptz[], text[],
+                numeric[]),
+    move_cash(bigint, text, numeric, text, text, bytea),
     broker_of_key(text, bytea),
     issue_broker_key(bigint, text, bytea)
     TO stockledger_app;
 
 -- It reads what it serves and writes reference data with plain INSERT and UPDATE (the
 -- triggers still apply); it has no write on trades, positions, account_holders,
--- tax_identities or idempotency_keys: those only through the functions above. (Migration 0002
+-- tax_identities, idempotency_keys, lots, lot_closures or cash_movements: those only through
+-- the functions above. (Migration 0002
 -- also grants it SELECT on schema_migrations, which migrate() creates, for /readyz.)
 GRANT USAGE ON SCHEMA public TO stockledger_app;
 GRANT SELECT ON clients, brokers, broker_keys, accounts, account_holders, stocks, stock_prices,
-    trades, trade_rows, positions, holds, broker_supervisors TO stockledger_app;
+    trades, trade_rows, positions, holds, broker_supervisors, lots, lot_closures, cash_movements
+    TO stockledger_app;
 GRANT INSERT ON clients, brokers, broker_keys, accounts, stocks TO stockledger_app;
 -- The whole row, not its columns: a cluster's coordinator fills the defaults (recorded_at) and
 -- sends every column to the placements.
 GRANT INSERT ON stock_prices TO stockledger_app;
-GRANT UPDATE (status) ON accounts TO stockledger_app;
+GRANT UPDATE (status, credit_limit, lot_method) ON accounts TO stockledger_app;
 GRANT UPDATE (status, manager_id) ON brokers TO stockledger_app;
 GRANT UPDATE (name, active, fractionable) ON stocks TO stockledger_app;
 GRANT UPDATE (revoked_at) ON broker_keys TO stockledger_app;

@@ -21,6 +21,16 @@ def request_fingerprint(request: TradeRequest) -> bytes:
     # As the API writes a quantity: 10 stays the integer it was hashed as before quantities
     # could be fractional, so a retry across that upgrade still replays.
     canonical["quantity"] = quantity_json(request.quantity)
+    # A fee of 0 is no fee, and requests made before fees and lots existed hash as they did.
+    if not request.fee:
+        canonical.pop("fee")
+    if request.lots is None:
+        canonical.pop("lots")
+    else:
+        canonical["lots"] = [
+            {"lot_id": pick.lot_id, "quantity": quantity_json(pick.quantity)}
+            for pick in request.lots
+        ]
     if request.executed_at is not None:
         canonical["executed_at"] = request.executed_at.astimezone(UTC).isoformat()
     text = json_text.dumps(canonical, sort_keys=True, separators=(",", ":"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from decimal import Decimal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from stockledger.fields import (
     ClientOrderId,
     ExecutedAt,
+    Fee,
     Id,
     Price,
     Quantity,
@@ -16,6 +18,18 @@ from stockledger.fields import (
     Symbol,
     parse_query_id,
 )
+
+
+MAX_LOTS = 100
+
+
+class LotPick(BaseModel):
+    """Part of a lot a sell closes (SPEC §1.5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lot_id: Id
+    quantity: Quantity
 
 
 class TradeRequest(BaseModel):
@@ -30,6 +44,26 @@ class TradeRequest(BaseModel):
     price: Price
     executed_at: ExecutedAt | None = None
     client_order_id: ClientOrderId | None = None
+    fee: Fee | None = None
+    lots: list[LotPick] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_LOTS,
+        description="a sell's lots to close, adding up to its quantity (default: the account's "
+        "lot method)",
+    )
+
+    @model_validator(mode="after")
+    def _lots_fit_the_sell(self) -> Self:
+        if self.lots is None:
+            return self
+        if self.side != "sell":
+            raise ValueError("only a sell names lots")
+        if len({pick.lot_id for pick in self.lots}) != len(self.lots):
+            raise ValueError("lots names a lot twice")
+        if sum((pick.quantity for pick in self.lots), Decimal(0)) != self.quantity:
+            raise ValueError("lots must add up to the sell's quantity")
+        return self
 
 
 MAX_BATCH = 1000

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from stockledger.db.boundary import fetch_all, fetch_one, fetch_value
 from stockledger.db.queries import query
 from stockledger.errors import not_found
+from stockledger import json_text
 from stockledger.json_text import money_text, quantity_json
 from stockledger.registry.accounts import account_rows
 from stockledger.registry.keys import PresentedKey
@@ -33,6 +34,12 @@ PriceText = Annotated[
     # Decimals leave as strings with 4 places ("187.2500"), never as floats.
     PlainSerializer(lambda price: money_text(price, 4), return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{4}$", "examples": ["187.2500"]}),
+]
+CentsText = Annotated[
+    Decimal,
+    # Money leaves as text with 2 places ("-1872.50").
+    PlainSerializer(lambda amount: money_text(amount, 2), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["-1872.50"]}),
 ]
 # A JSON number with its exact digits (stockledger.json_text): 10, or 2.5.
 Shares = Annotated[
@@ -64,6 +71,11 @@ class Trade(BaseModel):
     executed_at: Timestamp
     seq: int = Field(description="the account's gapless sequence number, from 1")
     client_order_id: str | None
+    fee: CentsText
+    amount: CentsText = Field(
+        description="the trade's signed cash effect, assigned by the database: a buy pays "
+        "round(quantity × price, 2) + fee, a sell receives round(quantity × price, 2) − fee"
+    )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Trade:
@@ -76,21 +88,46 @@ class Trade(BaseModel):
         return self.model_dump(mode="python")
 
 
+class Closure(BaseModel):
+    """Part of a lot that a sell closed (SPEC §1.5)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lot_id: int = Field(description="the seq of the buy that opened the lot")
+    quantity: Shares
+    cost_basis: CentsText
+    proceeds: CentsText
+    realized: CentsText
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Closure:
+        # trade() sends the decimals as text, so that no JSON parser makes floats of them.
+        return cls.model_construct(
+            lot_id=item["lot_id"],
+            **{name: Decimal(item[name]) for name in ("quantity", "cost_basis", "proceeds", "realized")},
+        )
+
+
 @dataclass(frozen=True)
 class TradeResult:
     trade: Trade
     position_quantity: Decimal
+    # A sell's lot closures, in lot order; None for a buy.
+    closures: list[Closure] | None = None
     # True when an idempotency key replayed an earlier trade instead of executing a new one.
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        answer = {
             "trade": self.trade.to_json(),
             "position": {
                 "symbol": self.trade.symbol,
                 "quantity": quantity_json(self.position_quantity),
             },
         }
+        if self.closures is not None:
+            answer["closures"] = [c.model_dump(mode="python") for c in self.closures]
+        return answer
 
 
 def execute_trade(
@@ -122,6 +159,8 @@ def execute_trade_for_key(
 
 def _trade_params(request: TradeRequest, idempotency_key: str | None) -> dict[str, Any]:
     params = request.model_dump()
+    params["fee"] = request.fee or Decimal(0)
+    params["lots"] = None if request.lots is None else lots_json(request)
     if idempotency_key is not None:
         params.update(idempotency_key=idempotency_key, request_hash=request_fingerprint(request))
     return params
@@ -135,7 +174,20 @@ def _run_trade(
         return None
     position = row.pop("position_quantity")
     replayed = row.pop("replayed", False)
-    return TradeResult(Trade.from_row(row), position, replayed)
+    closures = row.pop("closures")
+    return TradeResult(
+        Trade.from_row(row),
+        position,
+        None if closures is None else [Closure.from_json(item) for item in closures],
+        replayed,
+    )
+
+
+def lots_json(request: TradeRequest) -> str:
+    """A sell's named lots as trade() takes them: JSON, quantities as exact decimal text."""
+    assert request.lots is not None
+    picks = [{"lot_id": p.lot_id, "quantity": str(p.quantity)} for p in request.lots]
+    return json_text.dumps(picks)
 
 
 def execute_batch(
@@ -150,6 +202,7 @@ def execute_batch(
         "prices": [t.price for t in trades],
         "executed_ats": [t.executed_at for t in trades],
         "client_order_ids": [t.client_order_id for t in trades],
+        "fees": [t.fee or Decimal(0) for t in trades],
     }
     rows = fetch_all(conn, query("trade_batch"), {"broker_id": broker_id, **columns})
     return sorted((Trade.from_row(row) for row in rows), key=lambda t: t.trade_id)

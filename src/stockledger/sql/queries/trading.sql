@@ -3,34 +3,36 @@
 
 -- name: trade
 -- One round trip: the function locks, checks, appends and updates the position.
-SELECT (t.trade).*, t.position_quantity
+SELECT (t.trade).*, t.position_quantity, t.closures
 FROM trade(%(account_id)s, %(broker_id)s, %(symbol)s, %(side)s, %(quantity)s, %(price)s,
-           %(executed_at)s, %(client_order_id)s) AS t;
+           %(executed_at)s, %(client_order_id)s, %(fee)s, %(lots)s::jsonb) AS t;
 
 -- name: trade_idempotent
 -- The same, under an idempotency key: a replay returns the stored trade, replayed = true.
-SELECT (t.trade).*, t.position_quantity, t.replayed
+SELECT (t.trade).*, t.position_quantity, t.closures, t.replayed
 FROM trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s, %(broker_id)s,
                       %(symbol)s, %(side)s, %(quantity)s, %(price)s, %(executed_at)s,
-                      %(client_order_id)s) AS t;
+                      %(client_order_id)s, %(fee)s, %(lots)s::jsonb) AS t;
 
 -- name: trade_for_key
 -- trade, with the caller's API key checked first in the same statement (one round trip): the
 -- trade runs for the broker broker_of_key() returns, and only after it returned. No row: the
 -- key is not the broker's the caller expected (authenticate again).
-SELECT (t.trade).*, t.position_quantity
+SELECT (t.trade).*, t.position_quantity, t.closures
 FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
 CROSS JOIN LATERAL trade(%(account_id)s, k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
-                         %(price)s, %(executed_at)s, %(client_order_id)s) AS t
+                         %(price)s, %(executed_at)s, %(client_order_id)s, %(fee)s,
+                         %(lots)s::jsonb) AS t
 WHERE k.broker_id = %(broker_id)s;
 
 -- name: trade_idempotent_for_key
 -- trade_idempotent, with the key checked first as in trade_for_key.
-SELECT (t.trade).*, t.position_quantity, t.replayed
+SELECT (t.trade).*, t.position_quantity, t.closures, t.replayed
 FROM broker_of_key(%(key_id)s, %(secret_hash)s) AS k(broker_id)
 CROSS JOIN LATERAL trade_idempotent(%(idempotency_key)s, %(request_hash)s, %(account_id)s,
                                     k.broker_id, %(symbol)s, %(side)s, %(quantity)s,
-                                    %(price)s, %(executed_at)s, %(client_order_id)s) AS t
+                                    %(price)s, %(executed_at)s, %(client_order_id)s,
+                                    %(fee)s, %(lots)s::jsonb) AS t
 WHERE k.broker_id = %(broker_id)s;
 
 -- name: trade_batch
@@ -38,7 +40,8 @@ WHERE k.broker_id = %(broker_id)s;
 SELECT *
 FROM trade_batch(%(broker_id)s, %(account_ids)s::bigint[], %(symbols)s::text[],
                  %(sides)s::text[], %(quantities)s::numeric[], %(prices)s::numeric[],
-                 %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[]);
+                 %(executed_ats)s::timestamptz[], %(client_order_ids)s::text[],
+                 %(fees)s::numeric[]);
 
 -- Reads take the caller's broker_id (NULL for the operator): a broker sees the accounts whose
 -- broker of record it is, and any other account is simply not found. A supervisor's read is
