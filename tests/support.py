@@ -585,6 +585,8 @@ def without_batch_checks(conn: psycopg.Connection[Any]) -> None:
     edit_function(
         conn,
         "trades_admit_batch",
-        {"    IF EXISTS (\n        SELECT FROM unnest(v_accounts,": "    IF false AND EXISTS (\n"
-         "        SELECT FROM unnest(v_accounts,"},
+        {
+            "    IF EXISTS (\n        SELECT FROM unnest(v_accounts,": "    IF false AND EXISTS (\n"
+            "        SELECT FROM unnest(v_accounts,"
+        },
     )

@@ -184,7 +184,9 @@ _MONEY_TEXT = {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,2})?$"}
 Fee = Annotated[
     Decimal,
     BeforeValidator(_parse_fee),
-    WithJsonSchema({"oneOf": [{"type": "number", "minimum": 0}, _MONEY_TEXT], "examples": ["1.50"]}),
+    WithJsonSchema(
+        {"oneOf": [{"type": "number", "minimum": 0}, _MONEY_TEXT], "examples": ["1.50"]}
+    ),
 ]
 CashAmount = Annotated[
     Decimal,

@@ -88,7 +88,7 @@ def test_post_trade_answers_the_trade_and_the_new_position(
         "amount",
     }
     assert trade["price"] == "187.2500"
-    # §1.4: 10 × 187.25, paid; no fee given.
+    # §1.4: 10 x 187.25, paid; no fee given.
     assert (trade["fee"], trade["amount"]) == ("0.00", "-1872.50")
     assert "closures" not in body  # a buy closes no lot
     assert trade["quantity"] == 10 and trade["seq"] == 2

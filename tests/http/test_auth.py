@@ -90,6 +90,10 @@ ROUTE_RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/accounts/<int:account_id>/holdings"): ACCOUNT_READ,
     ("GET", "/v1/accounts/<int:account_id>/trades"): ACCOUNT_READ,
     ("GET", "/v1/trades/<int:trade_id>"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/portfolio"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/lots"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/realized"): ACCOUNT_READ,
+    ("GET", "/v1/accounts/<int:account_id>/cash"): ACCOUNT_READ,
     ("POST", "/trade"): BROKER_WRITE,
     ("POST", "/v1/trades"): BROKER_WRITE,
     ("POST", "/v1/trades/batch"): BROKER_WRITE,
@@ -105,6 +109,7 @@ ROUTE_RULES: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/stocks/<symbol>"): ADMIN,
     ("POST", "/v1/stocks/<symbol>/prices"): ADMIN,
     ("POST", "/v1/accounts/<int:account_id>/holders"): ADMIN,
+    ("POST", "/v1/accounts/<int:account_id>/cash"): ADMIN,
     ("DELETE", "/v1/accounts/<int:account_id>/holders/<int:client_id>"): ADMIN,
 }
 SUPERVISORS = ("supervisor", "grand_supervisor")
@@ -222,6 +227,11 @@ def request_for(method: str, rule: str, t: Target) -> tuple[str, Any, int]:
         ("GET", "/v1/stocks/<symbol>"): ("/v1/stocks/AAPL", None, 200),
         ("PATCH", "/v1/stocks/<symbol>"): ("/v1/stocks/AAPL", {"fractionable": False}, 200),
         ("POST", "/v1/stocks/<symbol>/prices"): ("/v1/stocks/AAPL/prices", {"price": "1.5"}, 201),
+        ("POST", "/v1/accounts/<int:account_id>/cash"): (
+            f"/v1/accounts/{w.account}/cash",
+            {"kind": "deposit", "amount": "10.00"},
+            201,
+        ),
         ("POST", "/v1/accounts/<int:account_id>/holders"): (
             f"/v1/accounts/{w.account}/holders",
             {"client_id": t.new_holder},
@@ -268,7 +278,7 @@ def test_authorization_matrix(client: FlaskClient, target: Target, creds: Creden
                 assert response.mimetype == "application/problem+json"
                 assert response.get_json()["code"] == code, (method, rule, who)
             cells += 1
-    assert cells == len(ROUTE_RULES) * 9 == 306
+    assert cells == len(ROUTE_RULES) * 9 == 351
 
 
 def test_matrix_catches_a_route_without_authorization(

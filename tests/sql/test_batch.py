@@ -29,8 +29,8 @@ from tests.support import (
     correct,
     ledger_snapshot,
     oversell_rounds,
-    without_batch_checks,
     run_together,
+    without_batch_checks,
 )
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)

@@ -33,6 +33,13 @@ INVARIANTS = (
     "trades_by_broker_of_record",
     "every_account_has_a_holder",
     "no_supervision_cycle",
+    "cash_matches_movements_and_trades",
+    "cash_within_limit",
+    "latest_trade_on_account",
+    "lots_match_positions",
+    "lots_match_buys",
+    "closures_match_lots",
+    "closures_match_sells",
 )
 
 

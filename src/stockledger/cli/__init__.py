@@ -3,7 +3,12 @@
 main.py is the group; each module beside it adds the commands of one area.
 """
 
-from stockledger.cli import operations, registry, trading  # noqa: F401  (they register commands)
+from stockledger.cli import (  # noqa: F401  (they register commands)
+    books,
+    operations,
+    registry,
+    trading,
+)
 from stockledger.cli.main import main
 
 __all__ = ["main"]

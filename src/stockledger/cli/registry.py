@@ -18,8 +18,8 @@ from stockledger.errors import ErrorCode, StockledgerError
 from stockledger.fields import validate
 from stockledger.registry import keys, records
 from stockledger.registry.requests import (
+    AccountChange,
     AccountCreate,
-    AccountStatusChange,
     BrokerChange,
     BrokerCreate,
     ClientCreate,
@@ -199,15 +199,34 @@ def account_holder_remove(
 
 @account.command("set")
 @click.option("--account", "account_id", required=True, type=int)
-@click.option("--status", required=True, type=click.Choice(["open", "frozen", "closed"]))
+@click.option("--status", type=click.Choice(["open", "frozen", "closed"]))
+@click.option(
+    "--credit-limit", help="How far below zero the cash may go (0: a cash account), or 'none'."
+)
+@click.option("--lot-method", type=click.Choice(["fifo", "lifo", "hifo"]))
 @json_option
 @click.pass_context
 @reports_errors
-def account_set(ctx: click.Context, account_id: int, status: str, as_json: bool) -> None:
-    """Freeze, close or reopen an account (as PATCH /v1/accounts/{id})."""
-    change = validated(AccountStatusChange, status=status)
+def account_set(
+    ctx: click.Context,
+    account_id: int,
+    status: str | None,
+    credit_limit: str | None,
+    lot_method: str | None,
+    as_json: bool,
+) -> None:
+    """Freeze, close or reopen an account, set its credit limit or its lot method (as PATCH
+    /v1/accounts/{id})."""
+    fields: dict[str, object] = {}
+    if status is not None:
+        fields["status"] = status
+    if credit_limit is not None:
+        fields["credit_limit"] = None if credit_limit.lower() == "none" else credit_limit
+    if lot_method is not None:
+        fields["lot_method"] = lot_method
+    change = validate(AccountChange, fields)
     with database_url(ctx.obj) as url, connect(url) as conn:
-        record = records.set_account_status(conn, account_id, change)
+        record = records.change_account(conn, account_id, change)
     emit(as_json, record, lambda: describe(record))
 
 

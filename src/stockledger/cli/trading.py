@@ -34,6 +34,7 @@ from stockledger.trading.trades import execute_trade
 @click.option("--price", required=True, help="Decimal with at most 4 places, e.g. 187.25")
 @click.option("--executed-at", help="RFC 3339 time for a backfill; default: now.")
 @click.option("--client-order-id")
+@click.option("--fee", help="Cents at most, e.g. 1.50; default 0.")
 @json_option
 @click.pass_context
 @reports_errors
@@ -47,6 +48,7 @@ def trade(
     price: str,
     executed_at: str | None,
     client_order_id: str | None,
+    fee: str | None,
     as_json: bool,
 ) -> None:
     """Execute one trade, under the same rules as the API."""
@@ -60,6 +62,7 @@ def trade(
         price=price,
         executed_at=executed_at,
         client_order_id=client_order_id,
+        fee=fee,
     )
     with database_url(ctx.obj) as url, connect(url) as conn:
         result = execute_trade(conn, request)
@@ -69,7 +72,7 @@ def trade(
         result.to_json(),
         f"{'bought' if t.side == 'buy' else 'sold'} {quantity_json(t.quantity)} {t.symbol} @ "
         f"{result.to_json()['trade']['price']} for account {t.account_id} "
-        f"(trade {t.trade_id}, seq {t.seq}); "
+        f"(trade {t.trade_id}, seq {t.seq}); amount {result.to_json()['trade']['amount']}; "
         f"position now {quantity_json(result.position_quantity)}",
     )
 

@@ -11,7 +11,7 @@ from stockledger.config import Settings, check_admin_token
 from stockledger.db.pool import Database
 from stockledger.http import openapi, problems, strict_json
 from stockledger.http.context import release_connection
-from stockledger.http.routes import accounts, administration, health, seed, stocks, trades
+from stockledger.http.routes import accounts, administration, books, health, seed, stocks, trades
 from stockledger.http.trade_path import TradePath
 from stockledger.serve import metrics
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.extensions["stockledger.settings"] = settings
 
     problems.register(app)
-    for blueprint in (seed, accounts, trades, stocks, administration, health):
+    for blueprint in (seed, accounts, books, trades, stocks, administration, health):
         app.register_api(blueprint.blueprint)
     openapi.register_document_routes(app)
     app.teardown_request(release_connection)

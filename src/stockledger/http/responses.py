@@ -91,6 +91,11 @@ class Account(BaseModel):
     broker_id: int
     status: Literal["open", "frozen", "closed"]
     opened_at: str = Timestamp
+    cash: str = Field(description="the balance (§1.4)", pattern=CENTS_TEXT)
+    credit_limit: str | None = Field(
+        description="how far below zero the cash may go; null: no limit", pattern=CENTS_TEXT
+    )
+    lot_method: Literal["fifo", "lifo", "hifo"]
 
 
 class Client(BaseModel):
@@ -162,3 +167,102 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"]
     schema_version: int | None = None
+
+
+class CashMovementMade(BaseModel):
+    account_id: int
+    movement_id: int = Field(description="the account's movements are numbered 1, 2, 3 …")
+    kind: Literal["deposit", "withdrawal"]
+    amount: str = Field(pattern=CENTS_TEXT)
+    reference: str | None
+    created_at: str = Timestamp
+    balance: str = Field(description="the account's cash right after it", pattern=CENTS_TEXT)
+
+
+class CashEntry(BaseModel):
+    at: str = Timestamp
+    entry: Literal["trade", "deposit", "withdrawal"]
+    amount: str = Field(description="signed: what it did to the balance", pattern=CENTS_TEXT)
+    seq: int | None = Field(None, description="a trade's")
+    trade_id: int | None = None
+    symbol: str | None = None
+    side: Literal["buy", "sell"] | None = None
+    movement_id: int | None = Field(None, description="a movement's")
+    reference: str | None = None
+    balance: str | None = Field(None, description="after a movement", pattern=CENTS_TEXT)
+
+
+class CashPage(BaseModel):
+    account_id: int
+    cash: str = Field(description="the balance now", pattern=CENTS_TEXT)
+    entries: list[CashEntry] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="null on the last page")
+
+
+class PortfolioPosition(BaseModel):
+    symbol: str
+    quantity: Shares
+    cost_basis: str = Field(description="the cost of its open lots", pattern=CENTS_TEXT)
+    average_cost: str = Field(description="cost_basis / quantity", pattern=PRICE_TEXT)
+    realized: str = Field(description="what its sells realized to date", pattern=CENTS_TEXT)
+    price: str | None = Field(None, pattern=PRICE_TEXT)
+    market_value: str | None = Field(None, pattern=CENTS_TEXT)
+    unrealized: str | None = Field(
+        None, description="market_value - cost_basis", pattern=CENTS_TEXT
+    )
+
+
+class PortfolioTotals(BaseModel):
+    cost_basis: str = Field(pattern=CENTS_TEXT)
+    market_value: str = Field(description="of the priced positions", pattern=CENTS_TEXT)
+    unrealized: str = Field(description="of the priced positions", pattern=CENTS_TEXT)
+    priced_positions: int
+    positions: int
+
+
+class Portfolio(BaseModel):
+    account_id: int
+    cash: str = Field(pattern=CENTS_TEXT)
+    credit_limit: str | None = Field(description="null: no limit", pattern=CENTS_TEXT)
+    buying_power: str | None = Field(
+        description="cash + credit_limit; null without a limit", pattern=CENTS_TEXT
+    )
+    lot_method: Literal["fifo", "lifo", "hifo"]
+    positions: list[PortfolioPosition] = Field(description="held positions, by symbol")
+    totals: PortfolioTotals
+    realized: str = Field(description="realized P&L to date", pattern=CENTS_TEXT)
+
+
+class Lot(BaseModel):
+    lot_id: int = Field(description="the seq of the buy that opened it")
+    symbol: str
+    trade_id: int
+    quantity: Shares
+    remaining: Shares
+    cost: str = Field(description="the buy's notional plus its fee", pattern=CENTS_TEXT)
+    remaining_cost: str = Field(pattern=CENTS_TEXT)
+    opened_at: str = Timestamp
+
+
+class LotsPage(BaseModel):
+    account_id: int
+    lots: list[Lot] = Field(description="in the order they were opened")
+    next_cursor: str | None
+
+
+class RealizedClosure(BaseModel):
+    seq: int = Field(description="the sell's")
+    trade_id: int = Field(description="the sell's")
+    lot_id: int
+    symbol: str
+    quantity: Shares
+    cost_basis: str = Field(pattern=CENTS_TEXT)
+    proceeds: str = Field(pattern=CENTS_TEXT)
+    realized: str = Field(pattern=CENTS_TEXT)
+    closed_at: str = Timestamp
+
+
+class RealizedPage(BaseModel):
+    account_id: int
+    closures: list[RealizedClosure] = Field(description="in the order they were made")
+    next_cursor: str | None

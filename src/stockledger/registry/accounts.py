@@ -20,6 +20,7 @@ from stockledger.db.boundary import fetch_all, fetch_value
 from stockledger.db.pool import plain_row
 from stockledger.db.queries import query
 from stockledger.errors import not_found
+from stockledger.json_text import money_text
 
 
 def supervises(conn: psycopg.Connection[Any], broker_id: int, account_id: int) -> bool:
@@ -53,7 +54,11 @@ def account(
     rows = account_rows(conn, "account", {"account_id": account_id, "broker_id": broker_id})
     if not rows:
         raise not_found("account")
-    return plain_row(rows[0])
+    record = plain_row(rows[0])
+    record["cash"] = money_text(record["cash"], 2)
+    if record["credit_limit"] is not None:
+        record["credit_limit"] = money_text(record["credit_limit"], 2)
+    return record
 
 
 def owner(

@@ -19,8 +19,8 @@ from stockledger.json_text import money_text
 from stockledger.registry.accounts import account
 from stockledger.registry.keys import issue_key
 from stockledger.registry.requests import (
+    AccountChange,
     AccountCreate,
-    AccountStatusChange,
     BrokerChange,
     BrokerCreate,
     BrokerStatusChange,
@@ -59,11 +59,20 @@ def add_broker_with_key(conn: psycopg.Connection[Any], broker: BrokerCreate) -> 
     return {**record, "key_id": key["key_id"], "api_key": key["api_key"]}
 
 
-def set_account_status(
-    conn: psycopg.Connection[Any], account_id: int, change: AccountStatusChange
+def change_account(
+    conn: psycopg.Connection[Any], account_id: int, change: AccountChange
 ) -> dict[str, Any]:
-    params = {"account_id": account_id, "status": change.status}
-    _update(conn, query("set_account_status"), params, "account")
+    """The fields the change names, in one statement (a credit limit below what the account
+    owes is refused by the database: insufficient_funds)."""
+    given = change.model_fields_set
+    params = {
+        "account_id": account_id,
+        "status": change.status,
+        "set_credit_limit": "credit_limit" in given,
+        "credit_limit": change.credit_limit,
+        "lot_method": change.lot_method,
+    }
+    _update(conn, query("change_account"), params, "account")
     return account(conn, account_id)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from stockledger.fields import ExecutedAt, Id, Price, Symbol
+from stockledger.fields import CreditLimit, ExecutedAt, Id, Price, Symbol
 
 _TAX_ID_SEPARATORS = re.compile(r"[\s./-]")
 
@@ -121,10 +121,26 @@ class PriceRecord(BaseModel):
     as_of: ExecutedAt | None = Field(default=None, description="when the price held (default: now)")
 
 
-class AccountStatusChange(BaseModel):
+class AccountChange(BaseModel):
+    """status, credit_limit (§1.4; null for none: every trade is booked) and/or lot_method
+    (§1.5). Fields left out stay as they are."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    status: Literal["open", "frozen", "closed"]
+    status: Literal["open", "frozen", "closed"] | None = None
+    credit_limit: CreditLimit | None = Field(
+        None, description="how far below zero the cash may go; 0 is a cash account"
+    )
+    lot_method: Literal["fifo", "lifo", "hifo"] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give status, credit_limit or lot_method")
+        for name in ("status", "lot_method"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
 
 
 class BrokerStatusChange(BaseModel):

@@ -1028,7 +1028,15 @@ BEGIN
         VALUES (NEW.account_id, NEW.seq, NEW.symbol, NEW.trade_id, NEW.quantity, NEW.quantity,
                 v_cost, v_cost, NEW.executed_at);
     ELSE
-        -- Rule 1 and rule 12 at once: the open lots are the position.
+        -- Rule 1, before any lot is read: a refused sell costs one probe.
+        SELECT quantity INTO v_held FROM positions
+        WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
+        IF coalesce(v_held, 0) < NEW.quantity THEN
+            RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+                NEW.account_id, coalesce(v_held, 0), NEW.symbol, NEW.quantity
+                USING ERRCODE = 'SL001';
+        END IF;
+        -- Rule 12: the open lots are the position.
         v_cost := trades_close_lots(NEW.account_id, NEW.symbol, NEW.seq, NEW.trade_id,
                                     NEW.quantity, v_amount, NEW.executed_at, v_lot_method,
                                     NEW.named_lots, v_fractionable);
@@ -1056,12 +1064,13 @@ $$;
 
 -- §1.5 for one sell: close its lots — those it names, or the open lots opened before it in the
 -- order of the account's lot method (fifo: oldest first; lifo: newest first; hifo: highest
--- cost per share first, then oldest) — and return the cost basis it closed. Raises SL001 when
--- the open lots (= the position, rule 12) are fewer shares than the sell, SL020 for a named
--- lot that is not open, not the account's or the symbol's, or too small, SL014 for a fraction
--- of a lot of a whole-share stock, 22023 for a malformed selection. Called by trades_admit,
--- and by trades_admit_batch for the accounts that do not close first in first out, under the
--- account's lock.
+-- cost per share first, then oldest) — and return the cost basis it closed. The caller checked
+-- rule 1 (the position holds the shares; rule 12: the open lots are the position). Raises
+-- SL020 for a named lot that is not open, not the account's or the symbol's, or too small,
+-- SL014 for a fraction of a lot of a whole-share stock, 22023 for a malformed selection.
+-- Called by trades_admit, and by trades_admit_batch for the accounts that do not close first
+-- in first out, under the account's lock. The lots are read in one statement (the first few
+-- in the method's order: nearly always all a sell needs) and written in two.
 CREATE FUNCTION trades_close_lots(
     p_account_id bigint, p_symbol text, p_seq bigint, p_trade_id bigint, p_quantity numeric,
     p_amount numeric, p_executed_at timestamptz, p_method text, p_named jsonb,
@@ -1070,9 +1079,10 @@ CREATE FUNCTION trades_close_lots(
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    v_lots     refcursor;
+    -- A sell of many lots reads them all; fewer than this many are read first.
+    c_first    constant integer := 8;
+    v_lots     lots[];
     v_lot      lots;
-    v_ids      bigint[];
     v_wanted   numeric[];
     v_item     jsonb;
     v_i        integer := 0;
@@ -1082,25 +1092,40 @@ DECLARE
     v_proceeds numeric;
     v_given    numeric := 0;  -- proceeds allocated so far
     v_closed   numeric := 0;  -- cost basis closed so far
-    v_held     numeric;
+    -- The closures: lot, quantity, cost basis, proceeds.
+    v_ids      bigint[];
+    v_shares   numeric[];
+    v_costs    numeric[];
+    v_proceeds_of numeric[];
 BEGIN
     IF p_named IS NULL THEN
-        IF p_method = 'lifo' THEN
-            OPEN v_lots FOR SELECT * FROM lots l
-                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
-                  AND l.lot_id < p_seq
-                ORDER BY l.lot_id DESC;
-        ELSIF p_method = 'hifo' THEN
-            OPEN v_lots FOR SELECT * FROM lots l
-                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
-                  AND l.lot_id < p_seq
-                ORDER BY round(l.cost, 40) / l.quantity DESC, l.lot_id;
-        ELSE
-            OPEN v_lots FOR SELECT * FROM lots l
-                WHERE l.account_id = p_account_id AND l.symbol = p_symbol AND l.remaining > 0
-                  AND l.lot_id < p_seq
-                ORDER BY l.lot_id;
-        END IF;
+        FOR v_i IN 1..2 LOOP
+            IF p_method = 'lifo' THEN
+                v_lots := ARRAY(
+                    SELECT l FROM lots l
+                    WHERE l.account_id = p_account_id AND l.symbol = p_symbol
+                      AND l.remaining > 0 AND l.lot_id < p_seq
+                    ORDER BY l.lot_id DESC
+                    LIMIT CASE v_i WHEN 1 THEN c_first END);
+            ELSIF p_method = 'hifo' THEN
+                v_lots := ARRAY(
+                    SELECT l FROM lots l
+                    WHERE l.account_id = p_account_id AND l.symbol = p_symbol
+                      AND l.remaining > 0 AND l.lot_id < p_seq
+                    ORDER BY round(l.cost, 40) / l.quantity DESC, l.lot_id
+                    LIMIT CASE v_i WHEN 1 THEN c_first END);
+            ELSE
+                v_lots := ARRAY(
+                    SELECT l FROM lots l
+                    WHERE l.account_id = p_account_id AND l.symbol = p_symbol
+                      AND l.remaining > 0 AND l.lot_id < p_seq
+                    ORDER BY l.lot_id
+                    LIMIT CASE v_i WHEN 1 THEN c_first END);
+            END IF;
+            EXIT WHEN cardinality(v_lots) < c_first
+                OR (SELECT sum((l).remaining) FROM unnest(v_lots) AS l) >= p_quantity;
+        END LOOP;
+        v_wanted := ARRAY(SELECT least((l).remaining, p_quantity) FROM unnest(v_lots) AS l);
     ELSE
         -- The shape of a selection: [{"lot_id": id, "quantity": q}, …], distinct lots, adding
         -- up to the sell (the API says so before it calls; this says it to every writer).
@@ -1132,37 +1157,28 @@ BEGIN
                 (SELECT sum(q) FROM unnest(v_wanted) AS q), p_quantity
                 USING ERRCODE = '22023', COLUMN = 'named_lots';
         END IF;
-        -- Rule 1 first, as for a sell by method.
-        SELECT quantity INTO v_held FROM positions
-        WHERE account_id = p_account_id AND symbol = p_symbol;
-        IF coalesce(v_held, 0) < p_quantity THEN
-            RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
-                p_account_id, coalesce(v_held, 0), p_symbol, p_quantity USING ERRCODE = 'SL001';
-        END IF;
         IF NOT p_fractionable AND EXISTS (SELECT FROM unnest(v_wanted) AS q WHERE q <> trunc(q)) THEN
             RAISE EXCEPTION 'stock % trades in whole shares only: a lot closes in whole shares',
                 p_symbol USING ERRCODE = 'SL014';
         END IF;
-        v_i := 0;
-    END IF;
-
-    LOOP
-        IF p_named IS NULL THEN
-            FETCH v_lots INTO v_lot;
-            EXIT WHEN NOT FOUND;
-            v_take := least(v_lot.remaining, v_left);
-        ELSE
-            v_i := v_i + 1;
-            EXIT WHEN v_i > cardinality(v_ids);
-            SELECT * INTO v_lot FROM lots l
-            WHERE l.account_id = p_account_id AND l.lot_id = v_ids[v_i];
-            IF NOT FOUND OR v_lot.symbol <> p_symbol OR v_lot.remaining = 0
+        v_lots := ARRAY(
+            SELECT l FROM unnest(v_ids) WITH ORDINALITY AS u(lot_id, i)
+            LEFT JOIN lots l ON l.account_id = p_account_id AND l.lot_id = u.lot_id
+            ORDER BY u.i);
+        FOR v_i IN 1..cardinality(v_lots) LOOP
+            v_lot := v_lots[v_i];
+            IF v_lot.lot_id IS NULL OR v_lot.symbol <> p_symbol OR v_lot.remaining = 0
                OR v_lot.lot_id >= p_seq OR v_lot.remaining < v_wanted[v_i] THEN
                 RAISE EXCEPTION 'lot % of account % is not an open lot of % with % shares',
                     v_ids[v_i], p_account_id, p_symbol, v_wanted[v_i] USING ERRCODE = 'SL020';
             END IF;
-            v_take := v_wanted[v_i];
-        END IF;
+        END LOOP;
+        v_ids := NULL;
+    END IF;
+
+    FOR v_i IN 1..coalesce(cardinality(v_lots), 0) LOOP
+        v_lot := v_lots[v_i];
+        v_take := least(v_wanted[v_i], v_left);
         v_left := v_left - v_take;
         -- The closure that empties a lot takes what is left of its cost (no penny drift).
         IF v_take = v_lot.remaining THEN
@@ -1178,22 +1194,27 @@ BEGIN
         END IF;
         v_given := v_given + v_proceeds;
         v_closed := v_closed + v_cost;
-        UPDATE lots
-        SET remaining = trim_scale(remaining - v_take), remaining_cost = remaining_cost - v_cost
-        WHERE account_id = p_account_id AND lot_id = v_lot.lot_id;
-        INSERT INTO lot_closures (account_id, seq, lot_id, symbol, trade_id, quantity,
-                                  cost_basis, proceeds, closed_at)
-        VALUES (p_account_id, p_seq, v_lot.lot_id, p_symbol, p_trade_id, trim_scale(v_take),
-                v_cost, v_proceeds, p_executed_at);
+        v_ids := v_ids || v_lot.lot_id;
+        v_shares := v_shares || trim_scale(v_take);
+        v_costs := v_costs || v_cost;
+        v_proceeds_of := v_proceeds_of || v_proceeds;
         EXIT WHEN v_left = 0;
     END LOOP;
-    IF p_named IS NULL THEN
-        CLOSE v_lots;
-    END IF;
     IF v_left > 0 THEN
-        RAISE EXCEPTION 'account % holds % shares of %, cannot sell %',
+        -- Not reached while rule 12 holds: the caller checked the position.
+        RAISE EXCEPTION 'account % holds % shares of % in open lots, cannot sell %',
             p_account_id, p_quantity - v_left, p_symbol, p_quantity USING ERRCODE = 'SL001';
     END IF;
+
+    UPDATE lots l
+    SET remaining = trim_scale(l.remaining - c.quantity), remaining_cost = l.remaining_cost - c.cost
+    FROM unnest(v_ids, v_shares, v_costs) AS c(lot_id, quantity, cost)
+    WHERE l.account_id = p_account_id AND l.lot_id = c.lot_id;
+    INSERT INTO lot_closures (account_id, seq, lot_id, symbol, trade_id, quantity, cost_basis,
+                              proceeds, closed_at)
+    SELECT p_account_id, p_seq, c.lot_id, p_symbol, p_trade_id, c.quantity, c.cost, c.proceeds,
+           p_executed_at
+    FROM unnest(v_ids, v_shares, v_costs, v_proceeds_of) AS c(lot_id, quantity, cost, proceeds);
     RETURN v_closed;
 END
 $$;

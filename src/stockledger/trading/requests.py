@@ -19,7 +19,6 @@ from stockledger.fields import (
     parse_query_id,
 )
 
-
 MAX_LOTS = 100
 
 
@@ -46,7 +45,7 @@ class TradeRequest(BaseModel):
     client_order_id: ClientOrderId | None = None
     fee: Fee | None = None
     lots: list[LotPick] | None = Field(
-        None,
+        default=None,
         min_length=1,
         max_length=MAX_LOTS,
         description="a sell's lots to close, adding up to its quantity (default: the account's "
@@ -75,6 +74,13 @@ class TradeBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trades: list[TradeRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _no_named_lots(self) -> Self:
+        # trade_batch() closes lots by each account's lot method (SPEC §1.5).
+        if any(trade.lots is not None for trade in self.trades):
+            raise ValueError("a batch closes lots by each account's lot method: it names none")
+        return self
 
 
 MAX_PAGE = 1000

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal, LiteralString
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from stockledger import json_text
 from stockledger.db.boundary import fetch_all, fetch_one, fetch_value
 from stockledger.db.queries import query
 from stockledger.errors import not_found
-from stockledger import json_text
 from stockledger.json_text import money_text, quantity_json
 from stockledger.registry.accounts import account_rows
 from stockledger.registry.keys import PresentedKey
@@ -39,7 +39,9 @@ CentsText = Annotated[
     Decimal,
     # Money leaves as text with 2 places ("-1872.50").
     PlainSerializer(lambda amount: money_text(amount, 2), return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["-1872.50"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["-1872.50"]}
+    ),
 ]
 # A JSON number with its exact digits (stockledger.json_text): 10, or 2.5.
 Shares = Annotated[
@@ -74,7 +76,7 @@ class Trade(BaseModel):
     fee: CentsText
     amount: CentsText = Field(
         description="the trade's signed cash effect, assigned by the database: a buy pays "
-        "round(quantity × price, 2) + fee, a sell receives round(quantity × price, 2) − fee"
+        "round(quantity * price, 2) + fee, a sell receives round(quantity * price, 2) - fee"
     )
 
     @classmethod
@@ -104,7 +106,10 @@ class Closure(BaseModel):
         # trade() sends the decimals as text, so that no JSON parser makes floats of them.
         return cls.model_construct(
             lot_id=item["lot_id"],
-            **{name: Decimal(item[name]) for name in ("quantity", "cost_basis", "proceeds", "realized")},
+            quantity=Decimal(item["quantity"]),
+            cost_basis=Decimal(item["cost_basis"]),
+            proceeds=Decimal(item["proceeds"]),
+            realized=Decimal(item["realized"]),
         )
 
 
@@ -118,7 +123,7 @@ class TradeResult:
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        answer = {
+        answer: dict[str, Any] = {
             "trade": self.trade.to_json(),
             "position": {
                 "symbol": self.trade.symbol,

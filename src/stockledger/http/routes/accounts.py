@@ -12,7 +12,7 @@ from stockledger.http.openapi import ACCOUNT_SCOPED, SECURITY, WITH_BODY
 from stockledger.http.params import AccountHolderPath, AccountPath
 from stockledger.http.responses import Account, AccountHoldings, AccountOwner, Holder, TradePage
 from stockledger.registry import accounts, records
-from stockledger.registry.requests import AccountStatusChange, HolderAdd
+from stockledger.registry.requests import AccountChange, HolderAdd
 from stockledger.trading import history, positions
 from stockledger.trading.requests import TradePageQuery
 
@@ -60,9 +60,11 @@ def get_trades(path: AccountPath, query: TradePageQuery) -> Response:
 
 @blueprint.patch("/v1/accounts/<int:account_id>", responses={200: Account, **WITH_BODY})
 @admin_only
-def patch_account(path: AccountPath, body: AccountStatusChange) -> Response:
-    """Freeze, close or reopen an account"""
-    return jsonify(records.set_account_status(connection(), path.account_id, body))
+def patch_account(path: AccountPath, body: AccountChange) -> Response:
+    """Freeze, close or reopen an account; set its credit limit or lot method
+
+    A credit limit below what the account owes now is refused (409 insufficient_funds)."""
+    return jsonify(records.change_account(connection(), path.account_id, body))
 
 
 @blueprint.post("/v1/accounts/<int:account_id>/holders", responses={201: Holder, **WITH_BODY})

@@ -17,7 +17,8 @@ ORDER BY h.position;
 
 -- name: account
 -- client_id is the primary holder: the current holder added first.
-SELECT a.account_id, h.holders[1] AS client_id, h.holders, a.broker_id, a.status, a.opened_at
+SELECT a.account_id, h.holders[1] AS client_id, h.holders, a.broker_id, a.status, a.opened_at,
+       a.cash, a.credit_limit, a.lot_method
 FROM accounts a
 CROSS JOIN LATERAL (
     SELECT array_agg(ah.client_id ORDER BY ah.position) AS holders
@@ -90,8 +91,14 @@ INSERT INTO stock_prices (symbol, price, as_of)
 VALUES (%(symbol)s, %(price)s, coalesce(%(as_of)s::timestamptz, now()))
 RETURNING symbol, price, as_of, recorded_at;
 
--- name: set_account_status
-UPDATE accounts SET status = %(status)s WHERE account_id = %(account_id)s
+-- name: change_account
+-- Each field only if the change names it (a NULL credit limit is a value: no limit).
+UPDATE accounts
+SET status = coalesce(%(status)s, status),
+    credit_limit = CASE WHEN %(set_credit_limit)s THEN %(credit_limit)s::numeric
+                        ELSE credit_limit END,
+    lot_method = coalesce(%(lot_method)s, lot_method)
+WHERE account_id = %(account_id)s
 RETURNING account_id;
 
 -- name: set_broker_status
