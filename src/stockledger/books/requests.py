@@ -21,7 +21,9 @@ class CashMovement(BaseModel):
 
     kind: Literal["deposit", "withdrawal"]
     amount: CashAmount
-    reference: Reference | None = Field(None, description="free text: a transfer's reference")
+    reference: Reference | None = Field(
+        default=None, description="free text: a transfer's reference"
+    )
 
 
 class TimeWindow(RequestPartModel):
@@ -48,14 +50,14 @@ class LotFilters(RequestPartModel):
 
     symbol: Symbol | None = None
     open: Literal["true", "false"] | None = Field(
-        None, description="true: open lots only; false: closed lots only"
+        default=None, description="true: open lots only; false: closed lots only"
     )
 
 
 class _Page(RequestPartModel):
     limit: QueryLimit = Field(100, description="page size, at most 1000")
     cursor: Cursor | None = Field(
-        None, description="next_cursor of the previous page; it keeps that page's filters"
+        default=None, description="next_cursor of the previous page; it keeps that page's filters"
     )
 
 

@@ -129,7 +129,7 @@ class AccountChange(BaseModel):
 
     status: Literal["open", "frozen", "closed"] | None = None
     credit_limit: CreditLimit | None = Field(
-        None, description="how far below zero the cash may go; 0 is a cash account"
+        default=None, description="how far below zero the cash may go; 0 is a cash account"
     )
     lot_method: Literal["fifo", "lifo", "hifo"] | None = None
 
