@@ -566,15 +566,15 @@ def edit_function(conn: psycopg.Connection[Any], name: str, edits: dict[str, str
 def without_oversell_checks(conn: psycopg.Connection[Any]) -> None:
     """Negative control: rule 1 taken out of every trade path (a sell closes what lots there
     are, and the position may go negative); the books are still written."""
+    edit_function(conn, "trades_close_lots", {"IF v_left > 0 THEN": "IF false THEN"})
     edit_function(
         conn,
-        "trades_close_lots",
+        "trades_admit",
         {
-            "IF coalesce(v_held, 0) < p_quantity THEN": "IF false THEN",
-            "IF v_left > 0 THEN": "IF false THEN",
+            "IF coalesce(v_held, 0) < NEW.quantity THEN": "IF false THEN",
+            "AND quantity >= NEW.quantity": "",
         },
     )
-    edit_function(conn, "trades_admit", {"AND quantity >= NEW.quantity": ""})
     without_batch_checks(conn)
     conn.execute("ALTER TABLE positions DROP CONSTRAINT positions_quantity_check")
 

@@ -286,6 +286,26 @@ REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, a
             ],
             "no_supervision_cycle",
         ),
+        ([REPLICA, "UPDATE accounts SET cash = cash + 1"], "cash_matches_movements_and_trades"),
+        (
+            [
+                "ALTER TABLE accounts DROP CONSTRAINT accounts_cash_within_limit",
+                REPLICA,
+                "UPDATE accounts SET credit_limit = 0 WHERE cash < 0",
+            ],
+            "cash_within_limit",
+        ),
+        ([REPLICA, "UPDATE accounts SET last_seq = last_seq + 1"], "latest_trade_on_account"),
+        (
+            [REPLICA, "UPDATE lots SET remaining_cost = remaining_cost - 0.01 WHERE remaining > 0"],
+            "lots_match_positions",
+        ),
+        ([REPLICA, "DELETE FROM lots"], "lots_match_buys"),
+        (
+            [REPLICA, "UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0"],
+            "closures_match_lots",
+        ),
+        ([REPLICA, "UPDATE positions SET realized = realized + 1"], "closures_match_sells"),
     ],
 )
 def test_verify_fails_naming_the_broken_invariant(

@@ -28,6 +28,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from stockledger.books.cash import move_cash
+from stockledger.books.requests import CashMovement
 from stockledger.config import ServeOptions
 from stockledger.db import migrations
 from stockledger.db.embedded import EmbeddedServer
@@ -35,9 +37,13 @@ from stockledger.db.pool import connect
 from stockledger.registry import keys, records
 from stockledger.registry.requests import AccountCreate, BrokerCreate, ClientCreate, StockCreate
 from stockledger.serve.processes import free_port
-from tests.support import Served, clean_env, stockledger_command
+from tests.support import ADMIN_TOKEN, Served, clean_env, stockledger_command
 
 SYMBOLS = ("AAPL", "MSFT")
+# Every account starts as a cash account with this balance; this share of the clients'
+# requests are deposits and withdrawals (the operator's, under the admin token).
+OPENING_CASH = Decimal("20000.00")
+CASH_SHARE = 0.15
 
 
 class KillablePostgres:
@@ -173,6 +179,11 @@ def make_brokerage(pg: KillablePostgres, accounts: int) -> Brokerage:
                 [Decimal("0.0001")] * k,  # below every mark
             ],
         )
+        # Cash accounts (credit limit 0) with an opening balance: buys may be refused for
+        # funds, and the clients' deposits and withdrawals move cash while the faults land.
+        for account in ids:
+            move_cash(conn, account, CashMovement(kind="deposit", amount=OPENING_CASH))
+            conn.execute("UPDATE accounts SET credit_limit = 0 WHERE account_id = %s", [account])
         key = keys.issue_key(conn, broker_id)["api_key"]
     app_url = pg.server.enable_app_login(url)
     return Brokerage(url, app_url, broker_id, tuple(ids), key)
@@ -188,7 +199,7 @@ def serving(
         DATABASE_URL=brokerage.url,
         STOCKLEDGER_APP_DATABASE_URL=brokerage.app_url,
         STOCKLEDGER_LOG_LEVEL="WARNING",
-        **env,
+        **{"STOCKLEDGER_ADMIN_TOKEN": ADMIN_TOKEN, **env},
     )
     options = ServeOptions(port=port, workers=workers, threads=threads, access_log=False)
     server = Served(["serve", *options.flags()], environment, log)
@@ -202,10 +213,12 @@ def serving(
 
 @dataclass
 class Outcomes:
-    """What the clients learned. marks: price text -> trade_id of acknowledged trades;
-    refused: marks answered with a final 4xx; unknown: marks never answered for sure."""
+    """What the clients learned. marks: price text (a trade's) or reference (a cash
+    movement's) -> trade_id or movement_id of what was acknowledged; refused: marks answered
+    with a final 4xx; unknown: marks never answered for sure."""
 
     acknowledged: dict[str, int] = field(default_factory=dict)
+    movements: dict[str, int] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
     attempts: int = 0
@@ -267,6 +280,15 @@ class TradingClients:
         connection = http.client.HTTPConnection(self.base, timeout=10)
         while not self._stop.is_set():
             mark = self._next_mark()
+            if rng.random() < CASH_SHARE:
+                movement = {
+                    "kind": "deposit" if rng.random() < 0.55 else "withdrawal",
+                    "amount": f"{rng.randint(1, 3000)}.{rng.randint(0, 99):02d}",
+                    "reference": f"fault-{mark}",
+                }
+                path = f"/v1/accounts/{rng.choice(self.brokerage.accounts)}/cash"
+                connection = self._settle(connection, movement, f"cash-{uuid.uuid4().hex}", path)
+                continue
             # Sells are larger than buys on average: positions run dry and some are refused.
             sell = rng.random() < 0.4
             body = {
@@ -281,22 +303,30 @@ class TradingClients:
         connection.close()
 
     def _settle(
-        self, connection: http.client.HTTPConnection, body: dict[str, Any], key: str | None
+        self,
+        connection: http.client.HTTPConnection,
+        body: dict[str, Any],
+        key: str | None,
+        path: str = "/v1/trades",
     ) -> http.client.HTTPConnection:
         """Send until the answer is final (or, after stop(), SETTLE_SECONDS have passed)."""
-        mark = body["price"]
+        mark = body.get("reference") or body["price"]
         first = True
         while True:
             status: int | None = None
             answer: Any = None
             try:
-                status, answer = self.send(connection, body, key)
+                status, answer = self.send(connection, body, key, path)
             except (OSError, http.client.HTTPException):
                 connection.close()
                 connection = http.client.HTTPConnection(self.base, timeout=10)
             with self.outcomes.lock:
                 self.outcomes.attempts += 1
                 self.outcomes.retries += 0 if first else 1
+                if status == 201 and "movement_id" in answer:
+                    self.outcomes.movements[mark] = answer["movement_id"]
+                    self.outcomes.unknown.discard(mark)
+                    return connection
                 if status == 201:
                     self.outcomes.acknowledged[mark] = answer["trade"]["trade_id"]
                     self.outcomes.unknown.discard(mark)
@@ -315,17 +345,32 @@ class TradingClients:
             time.sleep(0.05)
 
     def send(
-        self, connection: http.client.HTTPConnection, body: dict[str, Any], key: str | None
+        self,
+        connection: http.client.HTTPConnection,
+        body: dict[str, Any],
+        key: str | None,
+        path: str = "/v1/trades",
     ) -> tuple[int, Any]:
-        headers = {
-            "Authorization": f"Bearer {self.brokerage.api_key}",
-            "Content-Type": "application/json",
-        }
+        token = self.brokerage.api_key if path == "/v1/trades" else ADMIN_TOKEN
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         if key is not None:
             headers["Idempotency-Key"] = key
-        connection.request("POST", "/v1/trades", json.dumps(body), headers)
+        connection.request("POST", path, json.dumps(body), headers)
         response = connection.getresponse()
         return response.status, json.loads(response.read() or b"{}")
+
+
+# Σ deposits - Σ withdrawals + Σ trade amounts = Σ balances (SPEC §1.4), and the accounts
+# below their limit (overdrafts), over the brokerage's accounts.
+CONSERVATION = """
+SELECT (SELECT coalesce(sum(amount), 0) FROM cash_movements
+        WHERE account_id = ANY(%(a)s) AND kind = 'deposit'),
+       (SELECT coalesce(sum(amount), 0) FROM cash_movements
+        WHERE account_id = ANY(%(a)s) AND kind = 'withdrawal'),
+       (SELECT coalesce(sum(amount), 0) FROM trades WHERE account_id = ANY(%(a)s)),
+       (SELECT sum(cash) FROM accounts WHERE account_id = ANY(%(a)s)),
+       (SELECT count(*) FROM accounts WHERE account_id = ANY(%(a)s) AND cash < -credit_limit)
+"""
 
 
 def ledger_marks(url: str, brokerage: Brokerage) -> dict[str, list[int]]:
@@ -352,16 +397,46 @@ class Audit:
     wrong_trade: list[str]  # the acknowledged trade_id is not the row with its mark
     verify_ok: bool
     verify_output: str
+    # Cash movements, as for trades; and the books' conservation.
+    movements_acknowledged: int = 0
+    movements_lost: list[str] = field(default_factory=list)
+    movements_duplicated: list[str] = field(default_factory=list)
+    movements_refused_but_written: list[str] = field(default_factory=list)
+    conservation: dict[str, str] = field(default_factory=dict)
+    overdrafts: int = 0
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.refused_but_written or self.wrong_trade)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.refused_but_written
+            or self.wrong_trade
+            or self.movements_lost
+            or self.movements_duplicated
+            or self.movements_refused_but_written
+            or self.overdrafts
+            or self.conservation.get("balances") != self.conservation.get("movements_and_trades")
+        )
+
+
+def assert_books_conserved(result: Audit) -> None:
+    """Cash moved while the faults landed: every acknowledged movement is written exactly
+    once, nothing refused was written, no account overdrew, and the balances are exactly the
+    movements and trade amounts."""
+    assert result.movements_acknowledged > 0, "no cash moved"
+    assert result.movements_lost == [], result.movements_lost[:5]
+    assert result.movements_duplicated == [], result.movements_duplicated[:5]
+    assert result.movements_refused_but_written == [], result.movements_refused_but_written[:5]
+    assert result.overdrafts == 0
+    books = result.conservation
+    assert books["balances"] == books["movements_and_trades"], books
 
 
 def audit(brokerage: Brokerage, outcomes: Outcomes) -> Audit:
     rows = ledger_marks(brokerage.url, brokerage)
     acknowledged = {_mark(m): t for m, t in outcomes.acknowledged.items()}
-    refused = {_mark(m) for m in outcomes.refused}
+    refused = {_mark(m) for m in outcomes.refused if not m.startswith("fault-")}
     result = subprocess.run(
         [*stockledger_command(), "verify"],
         env=clean_env(DATABASE_URL=brokerage.url),
@@ -369,7 +444,29 @@ def audit(brokerage: Brokerage, outcomes: Outcomes) -> Audit:
         text=True,
         timeout=120,
     )
+    with connect(brokerage.url) as conn:
+        written: dict[str, int] = dict(
+            conn.execute(
+                "SELECT reference, count(*) FROM cash_movements "
+                "WHERE account_id = ANY(%s) AND reference LIKE 'fault-%%' GROUP BY reference",
+                [list(brokerage.accounts)],
+            ).fetchall()
+        )
+        sums = conn.execute(CONSERVATION, {"a": list(brokerage.accounts)}).fetchone()
+        assert sums is not None
     return Audit(
+        movements_acknowledged=len(outcomes.movements),
+        movements_lost=sorted(m for m in outcomes.movements if m not in written),
+        movements_duplicated=sorted(m for m, n in written.items() if n > 1),
+        movements_refused_but_written=sorted(m for m in outcomes.refused if m in written),
+        conservation={
+            "deposits": str(sums[0]),
+            "withdrawals": str(sums[1]),
+            "trade_amounts": str(sums[2]),
+            "movements_and_trades": str(sums[0] - sums[1] + sums[2]),
+            "balances": str(sums[3]),
+        },
+        overdrafts=sums[4],
         acknowledged=len(acknowledged),
         lost=sorted(m for m in acknowledged if m not in rows),
         duplicated=sorted(m for m, ids in rows.items() if len(ids) > 1),

@@ -21,6 +21,11 @@ def record(
             duplicated=len(audit.duplicated),
             refused_but_written=len(audit.refused_but_written),
             verify_ok=audit.verify_ok,
+            movements_acknowledged=audit.movements_acknowledged,
+            movements_lost=len(audit.movements_lost),
+            movements_duplicated=len(audit.movements_duplicated),
+            overdrafts=audit.overdrafts,
+            conservation=audit.conservation,
         )
     if outcomes is not None:
         line.update(

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from stockledger.serve.processes import process_tree
-from tests.faults.harness import Audit, Brokerage, Outcomes, TradingClients, audit, serving
+from tests.faults.harness import (
+    Audit,
+    Brokerage,
+    Outcomes,
+    TradingClients,
+    assert_books_conserved,
+    audit,
+    serving,
+)
 from tests.faults.report import record
 
 
@@ -49,6 +57,7 @@ def check_clean(name: str, result: Audit, outcomes: Outcomes, killed: int) -> No
     assert result.lost == [] and result.duplicated == [], (result.lost[:5], result.duplicated[:5])
     assert result.refused_but_written == [] and result.wrong_trade == []
     assert result.verify_ok, result.verify_output
+    assert_books_conserved(result)
 
 
 def test_worker_crashes_lose_and_duplicate_nothing(tmp_path: Path, brokerage: Brokerage) -> None:

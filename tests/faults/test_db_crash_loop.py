@@ -21,6 +21,7 @@ from tests.faults.harness import (
     KillablePostgres,
     Outcomes,
     TradingClients,
+    assert_books_conserved,
     audit,
     make_brokerage,
     serving,
@@ -69,6 +70,7 @@ def check_clean(name: str, result: Audit, outcomes: Outcomes, pg: KillablePostgr
     assert result.duplicated == [], f"written twice: {result.duplicated[:10]}"
     assert result.refused_but_written == [] and result.wrong_trade == []
     assert result.verify_ok, result.verify_output
+    assert_books_conserved(result)
 
 
 def test_crash_loop_loses_and_duplicates_nothing(tmp_path: Path) -> None:

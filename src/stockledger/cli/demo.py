@@ -10,11 +10,14 @@ from typing import Any
 
 import psycopg
 
-from stockledger.db.boundary import fetch_all, fetch_one, transaction
+from stockledger.books.cash import move_cash
+from stockledger.books.requests import CashMovement
+from stockledger.db.boundary import fetch_all, fetch_one, fetch_value, transaction
 from stockledger.db.queries import query
 from stockledger.registry import keys as api_keys
 from stockledger.registry import records as admin
 from stockledger.registry.requests import (
+    AccountChange,
     AccountCreate,
     BrokerChange,
     BrokerCreate,
@@ -48,8 +51,14 @@ STOCKS = [
     ("BRK.B", "Berkshire Hathaway Inc. Class B", False, "451.2500"),
     ("VOO", "Vanguard S&P 500 ETF", True, "502.3100"),
 ]
-# (holders' client indexes, primary first; broker index): the first account is joint.
-ACCOUNTS = [((0, 1), 0), ((1,), 0), ((2,), 1)]
+# (holders' client indexes, primary first; broker index; deposit; credit limit): the first
+# account is joint and may borrow 50,000; the second is a cash account (limit 0); the third
+# books everything (no limit), as every account did before cash existed.
+ACCOUNTS = [
+    ((0, 1), 0, "250000.00", "50000.00"),
+    ((1,), 0, "20000.00", "0"),
+    ((2,), 1, "1000000.00", None),
+]
 # (account index, symbol, side, quantity, price)
 TRADES = [
     (0, "AAPL", "buy", "100", "187.25"),
@@ -98,8 +107,18 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
                     broker_id=brokers[b]["broker_id"],
                 ),
             )
-            for holders, b in ACCOUNTS
+            for holders, b, _, _ in ACCOUNTS
         ]
+        for account, (_, _, deposit, limit) in zip(accounts, ACCOUNTS, strict=True):
+            move_cash(
+                conn,
+                account["account_id"],
+                CashMovement(kind="deposit", amount=Decimal(deposit), reference="opening deposit"),
+            )
+            if limit is not None:
+                admin.change_account(
+                    conn, account["account_id"], AccountChange(credit_limit=Decimal(limit))
+                )
         for a, symbol, side, quantity, price in TRADES:
             account = accounts[a]
             execute_trade(
@@ -117,10 +136,16 @@ def seed(conn: psycopg.Connection[Any]) -> bool:
 
 
 def curl_commands(
-    base_url: str, account_id: int, api_key: str, supervisor_key: str, admin_token: str
+    base_url: str,
+    account_id: int,
+    cash_account_id: int,
+    lot_id: int,
+    api_key: str,
+    supervisor_key: str,
+    admin_token: str,
 ) -> list[str]:
     """Commands complete on one line each: ids and keys written in, no shell variables. Each
-    succeeds; the supervisor's trade prints the status it is refused with (403)."""
+    succeeds; the two refusals print the status they are refused with, and say which."""
     curl = "curl -sS --fail-with-body"
     get = f"{curl} -H 'Authorization: Bearer {api_key}'"
     as_admin = f"{curl} -H 'Authorization: Bearer {admin_token}'"
@@ -135,6 +160,14 @@ def curl_commands(
     # A fresh key per start: run the line twice to see the second answer replayed.
     idempotency = f" -H 'Idempotency-Key: demo-{secrets.token_hex(4)}'"
     refused_trade = shlex.quote(json.dumps({**trade, "side": "buy", "quantity": 1, "price": "1"}))
+    unpaid = shlex.quote(
+        json.dumps(
+            {"account_id": cash_account_id, "symbol": "GOOGL", "side": "buy", "quantity": 1000,
+             "price": "172.10"}
+        )
+    )  # fmt: skip
+    status_only = "curl -sS -o /dev/null -w '%{http_code}\\n'"
+    deposit = f" -H 'Idempotency-Key: demo-cash-{secrets.token_hex(4)}'"
     return [
         "# The joint account's holders (primary first), and its holdings at reference prices:",
         f"{get} '{base_url}/getOwner?account_id={account_id}'",
@@ -155,8 +188,34 @@ def curl_commands(
         f"{as_admin} {base_url}/v1/stocks/AAPL",
         "# The supervisor (Northwind's compliance desk) reads the account, but may not trade it:",
         f"{as_supervisor} '{base_url}/v1/accounts/{account_id}/holdings'",
-        f"curl -sS -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer {supervisor_key}' "
-        f"-X POST {base_url}/v1/trades {json_header} -d {refused_trade}",
+        f"{status_only} -H 'Authorization: Bearer {supervisor_key}' "
+        f"-X POST {base_url}/v1/trades {json_header} -d {refused_trade}  # prints 403",
+        "# Money: a deposit (under an Idempotency-Key), a sell that names the lot it closes",
+        "# (the answer lists its closures and realized P&L), the portfolio, lots, cash history:",
+        post(
+            f"/v1/accounts/{account_id}/cash",
+            {"kind": "deposit", "amount": "1000.00", "reference": "demo"},
+            deposit,
+            who=as_admin,
+        ),
+        post(
+            "/v1/trades",
+            {
+                **trade,
+                "side": "sell",
+                "quantity": 1,
+                "price": "190.00",
+                "fee": "0.50",
+                "lots": [{"lot_id": lot_id, "quantity": 1}],
+            },
+        ),
+        f"{get} '{base_url}/v1/accounts/{account_id}/portfolio'",
+        f"{get} '{base_url}/v1/accounts/{account_id}/lots?symbol=AAPL&open=true'",
+        f"{get} '{base_url}/v1/accounts/{account_id}/cash?limit=5'",
+        f"# A cash account (account {cash_account_id}, credit limit 0) cannot buy what it "
+        "cannot pay for: 409 insufficient_funds",
+        f"{status_only} -H 'Authorization: Bearer {api_key}' "
+        f"-X POST {base_url}/v1/trades {json_header} -d {unpaid}  # prints 409",
         f"{curl} {base_url}/readyz",
     ]
 
@@ -188,10 +247,18 @@ def instructions(
     lines += ["", "API keys (issued for this start):"]
     lines += [f"  broker {broker_id}: {key}" for broker_id, key in keys.items()]
     lines += [f"  admin token: {admin_token}"]
-    first = accounts[0]
+    first, cash_account = accounts[0], accounts[1]
+    # The open AAPL lot with the most shares left: what the demo's named sell closes a share of.
+    lot_id = fetch_value(conn, query("demo_lot"), {"account_id": first["account_id"]})
     lines += ["", f"Try (each line is complete; API docs at {base_url}/docs):"]
     lines += curl_commands(
-        base_url, first["account_id"], keys[first["broker_id"]], keys[supervisor], admin_token
+        base_url,
+        first["account_id"],
+        cash_account["account_id"],
+        int(lot_id),
+        keys[first["broker_id"]],
+        keys[supervisor],
+        admin_token,
     )
     lines.append("")
     return "\n".join(lines)

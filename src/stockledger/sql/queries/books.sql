@@ -78,3 +78,10 @@ FROM (
 ) entries
 ORDER BY at, stream, number
 LIMIT %(limit)s;
+
+-- name: demo_lot
+-- The demo's named sell: the open AAPL lot of the account with the most shares left.
+SELECT lot_id FROM lots
+WHERE account_id = %(account_id)s AND symbol = 'AAPL' AND remaining >= 1
+ORDER BY remaining DESC, lot_id
+LIMIT 1;
