@@ -7,6 +7,7 @@ step. The model computes shares exactly (fractions) and rounds half away from ze
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -310,7 +311,7 @@ def outcome(call: Any, *args: Any) -> tuple[str | None, Any]:
 
 
 @settings(
-    max_examples=300,
+    max_examples=int(os.environ.get("STOCKLEDGER_MONEY_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

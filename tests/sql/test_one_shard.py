@@ -106,6 +106,8 @@ def test_a_single_trade_is_one_task_on_one_worker(
                 "price": 10,
                 "executed_at": None,
                 "client_order_id": None,
+                "fee": 0,
+                "lots": None,
             },
         ),
     )
@@ -137,6 +139,7 @@ def test_a_batch_of_one_account_runs_on_one_worker(
         "prices": [10, 10, 10],
         "executed_ats": None,
         "client_order_ids": None,
+        "fees": None,
     }
     touched = shards_touched(workers, lambda: conn.execute(query("trade_batch"), batch).fetchall())
     assert on_one_worker(touched, shard_group(conn, world.account)), touched

@@ -146,13 +146,15 @@ CREATE UNIQUE INDEX cash_movements_idempotency_key_key
 
 -- Derived data is written only by the triggers ---------------------------------------------------
 
+-- Renamed, not dropped: on a cluster, Citus does not drop a TRUNCATE trigger's copies on the
+-- shards, which then keep the function alive (positions_no_truncate keeps it, renamed). The
+-- row trigger is dropped while the migration fills positions below, and made again after.
+ALTER FUNCTION refuse_position_write() RENAME TO refuse_derived_write;
 DROP TRIGGER positions_derived_only ON positions;
-DROP TRIGGER positions_no_truncate ON positions;
-DROP FUNCTION refuse_position_write();
 
 -- Derived data (positions, lots, closures, an account's cash and latest trade) is written only
 -- by the triggers that keep it (SL010).
-CREATE FUNCTION refuse_derived_write() RETURNS trigger
+CREATE OR REPLACE FUNCTION refuse_derived_write() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -1519,8 +1521,6 @@ $$;
 
 CREATE TRIGGER positions_derived_only BEFORE INSERT OR UPDATE OR DELETE ON positions
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_derived_write();
-CREATE TRIGGER positions_no_truncate BEFORE TRUNCATE ON positions
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_derived_write();
 CREATE TRIGGER lots_derived_only BEFORE INSERT OR UPDATE OR DELETE ON lots
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_derived_write();
 CREATE TRIGGER lots_no_truncate BEFORE TRUNCATE ON lots
