@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from stockledger.audit.verify import verify
 from tests.sql.test_schema_rules import insert_trade, refused
 from tests.support import World, constraint_of, scalar
 
@@ -371,3 +372,31 @@ def test_closures_of_a_closed_lot_add_up_to_its_cost(
     ]
     assert sum(costs) == Decimal("0.05")
     assert min(costs) >= 0
+
+
+def test_a_batch_sells_across_more_lots_than_it_reads_first(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    # The batch reads a position's first 8 open lots, and all of them when those hold fewer
+    # shares than it sells: here 12 one-share lots after lot 1's 100 shares.
+    for _ in range(12):
+        insert_trade(conn, world, symbol="MSFT", quantity=1, price="3")
+    conn.execute(
+        "SELECT count(*) FROM trade_batch(%s, %s, '{MSFT,MSFT}', '{sell,sell}', '{10,1}', '{5,5}')",
+        [world.broker_a, [world.account, world.account]],
+    )
+    closed = conn.execute(
+        "SELECT seq, count(*), sum(quantity) FROM lot_closures WHERE account_id = %s "
+        "GROUP BY seq ORDER BY seq",
+        [world.account],
+    ).fetchall()
+    assert [(n, q) for _, n, q in closed] == [(10, 10), (1, 1)]
+    left = [
+        r[0]
+        for r in conn.execute(
+            "SELECT lot_id FROM lots WHERE account_id = %s AND symbol = 'MSFT' AND remaining > 0",
+            [world.account],
+        )
+    ]
+    assert left == [13]  # the newest one-share lot: the eleven before it were sold
+    assert all(check.holds for check in verify(conn))

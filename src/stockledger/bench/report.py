@@ -49,6 +49,8 @@ def table(results: dict[str, Any]) -> str:
         f"= ratio {h['http_p50_ms']['ratio']:.2f}",
         f"  its query alone: {h['positions_p50_ms']['big']:.3f} ms vs "
         f"{h['positions_p50_ms']['small']:.3f} ms = ratio {h['positions_ratio']:.2f}",
+        f"  GET /v1/accounts/{{id}}/portfolio's query: {h['portfolio_p50_ms']['big']:.3f} ms vs "
+        f"{h['portfolio_p50_ms']['small']:.3f} ms = ratio {h['portfolio_ratio']:.2f}",
         f"  the holds view instead: {h['holds_view_p50_ms']['big']:.1f} ms vs "
         f"{h['holds_view_p50_ms']['small']:.3f} ms = ratio {h['holds_view_ratio']:.0f}",
         "verify after the run: "

@@ -82,6 +82,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         },
         "holdings_big_over_small": results["holdings"]["http_p50_ms"]["ratio"],
         "holdings_query_big_over_small": results["holdings"]["positions_ratio"],
+        "portfolio_query_big_over_small": results["holdings"]["portfolio_ratio"],
         "holds_view_big_over_small": results["holdings"]["holds_view_ratio"],
         "batch_trades_per_second": results["batch"]["trades_per_second"],
         "batch_large_trades_per_second": results["batch_large"]["trades_per_second"],

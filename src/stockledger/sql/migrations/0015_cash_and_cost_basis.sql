@@ -682,6 +682,9 @@ DECLARE
     v_lot_cost      numeric[];
     v_lot_remaining numeric[];
     v_lot_left_cost numeric[];
+    -- Positions whose first few open lots are not enough.
+    v_short_account bigint[];
+    v_short_symbol  text[];
     v_closed_account bigint[];
     v_closed_symbol  text[];
     v_closed_cost    numeric[];
@@ -905,27 +908,76 @@ BEGIN
     -- The sells of the accounts that close first in first out: all at once.
     v_methods := ARRAY(SELECT lot_method FROM accounts WHERE account_id = ANY (v_accounts)
                        ORDER BY account_id);
-    SELECT array_agg(n.account_id ORDER BY n.account_id, n.seq),
-           array_agg(n.symbol ORDER BY n.account_id, n.seq),
-           array_agg(n.seq ORDER BY n.account_id, n.seq),
-           array_agg(n.quantity::numeric ORDER BY n.account_id, n.seq),
-           array_agg(n.amount ORDER BY n.account_id, n.seq)
+    -- In no order: fifo_closures() orders by itself (an ORDER BY per array sorted the batch
+    -- five times over).
+    SELECT array_agg(n.account_id), array_agg(n.symbol), array_agg(n.seq),
+           array_agg(n.quantity::numeric), array_agg(n.amount)
     INTO v_sell_account, v_sell_symbol, v_sell_seq, v_sell_quantity, v_sell_amount
     FROM new_rows n
     JOIN unnest(v_accounts, v_methods) AS m(account_id, lot_method)
       ON m.account_id = n.account_id AND m.lot_method = 'fifo'
     WHERE n.side = 'sell';
     IF v_sell_account IS NOT NULL THEN
-        -- Every open lot of the selling accounts in the symbols sold (a few more than the
-        -- positions sold: lots of a position without a sell close nothing).
-        SELECT array_agg(l.account_id), array_agg(l.symbol), array_agg(l.lot_id),
+        -- The open lots each selling position's sells may close, oldest first: the first few
+        -- (nearly always enough), and all of them only for a position whose first few hold
+        -- fewer shares than the batch sells of it. Reading every open lot would cost the
+        -- position's history, not the batch.
+        WITH sold AS (
+            SELECT s.account_id, s.symbol, sum(s.quantity) AS sold
+            FROM unnest(v_sell_account, v_sell_symbol, v_sell_quantity)
+                 AS s(account_id, symbol, quantity)
+            GROUP BY s.account_id, s.symbol
+        )
+        SELECT array_agg(s.account_id), array_agg(s.symbol), array_agg(l.lot_id),
                array_agg(l.quantity), array_agg(l.cost), array_agg(l.remaining),
                array_agg(l.remaining_cost)
         INTO v_lot_account, v_lot_symbol, v_lot_id, v_lot_quantity, v_lot_cost,
              v_lot_remaining, v_lot_left_cost
-        FROM lots l
-        WHERE l.account_id = ANY (v_sell_account) AND l.symbol = ANY (v_sell_symbol)
-          AND l.remaining > 0;
+        FROM sold s
+        CROSS JOIN LATERAL (
+            SELECT l.lot_id, l.quantity, l.cost, l.remaining, l.remaining_cost
+            FROM lots l
+            WHERE l.account_id = ANY (v_sell_account)
+              AND l.account_id = s.account_id AND l.symbol = s.symbol AND l.remaining > 0
+            ORDER BY l.lot_id
+            LIMIT 8
+        ) l;
+        SELECT array_agg(f.account_id), array_agg(f.symbol) INTO v_short_account, v_short_symbol
+        FROM (
+            SELECT f.account_id, f.symbol, count(*) AS lots, sum(f.remaining) AS held
+            FROM unnest(v_lot_account, v_lot_symbol, v_lot_remaining) AS f(account_id, symbol, remaining)
+            GROUP BY f.account_id, f.symbol
+        ) f
+        JOIN (
+            SELECT s.account_id, s.symbol, sum(s.quantity) AS sold
+            FROM unnest(v_sell_account, v_sell_symbol, v_sell_quantity)
+                 AS s(account_id, symbol, quantity)
+            GROUP BY s.account_id, s.symbol
+        ) s ON s.account_id = f.account_id AND s.symbol = f.symbol
+        WHERE f.lots = 8 AND f.held < s.sold;
+        IF v_short_account IS NOT NULL THEN
+            SELECT array_agg(a.account_id), array_agg(a.symbol), array_agg(a.lot_id),
+                   array_agg(a.quantity), array_agg(a.cost), array_agg(a.remaining),
+                   array_agg(a.remaining_cost)
+            INTO v_lot_account, v_lot_symbol, v_lot_id, v_lot_quantity, v_lot_cost,
+                 v_lot_remaining, v_lot_left_cost
+            FROM (
+                SELECT f.*
+                FROM unnest(v_lot_account, v_lot_symbol, v_lot_id, v_lot_quantity, v_lot_cost,
+                            v_lot_remaining, v_lot_left_cost)
+                     AS f(account_id, symbol, lot_id, quantity, cost, remaining, remaining_cost)
+                WHERE NOT EXISTS (
+                    SELECT FROM unnest(v_short_account, v_short_symbol) AS u(account_id, symbol)
+                    WHERE u.account_id = f.account_id AND u.symbol = f.symbol)
+                UNION ALL
+                SELECT l.account_id, l.symbol, l.lot_id, l.quantity, l.cost, l.remaining,
+                       l.remaining_cost
+                FROM lots l
+                JOIN unnest(v_short_account, v_short_symbol) AS u(account_id, symbol)
+                  ON u.account_id = l.account_id AND u.symbol = l.symbol
+                WHERE l.account_id = ANY (v_short_account) AND l.remaining > 0
+            ) a;
+        END IF;
 
         SELECT array_agg(c.account_id), array_agg(c.symbol), array_agg(c.seq),
                array_agg(c.lot_id), array_agg(c.quantity), array_agg(c.cost_basis),
