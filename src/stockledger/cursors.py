@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import TypeVar
+from typing import Any, LiteralString, TypeVar
 
+import psycopg
 from pydantic import BaseModel, ValidationError
 
+from stockledger.db.boundary import fetch_all
+from stockledger.db.queries import query
 from stockledger.errors import ErrorCode, StockledgerError
 
 StateT = TypeVar("StateT", bound=BaseModel)
@@ -58,3 +61,14 @@ def resume(
     if any(kept.get(name) != value for name, value in asked.model_dump(exclude_none=True).items()):
         raise invalid_cursor("the filters differ from those this cursor was issued for")
     return state
+
+
+def page_rows(
+    conn: psycopg.Connection[Any], name: LiteralString, state: BaseModel, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` rows of a named keyset query, read after the position ``state`` holds
+    (its fields and its filters are the query's parameters), and whether more follow."""
+    carried = state.model_dump()
+    params = {**carried.pop("filters"), **carried, "limit": limit + 1}
+    rows = fetch_all(conn, query(name), params)
+    return rows[:limit], len(rows) > limit

@@ -105,6 +105,41 @@ def test_the_real_books_from_the_command_line(cli: Any) -> None:
     assert changed["fractionable"] is True
 
 
+def test_the_money_side_from_the_command_line(cli: Any) -> None:
+    client = ok_json(cli("client", "add", "--name", "Mo", "--tax-id", "CLIM1", "--json"))
+    broker = ok_json(cli("broker", "add", "--name", "M", "--tax-id", "CLIMB", "--license", "CM-1",
+                         "--json"))["broker_id"]  # fmt: skip
+    account = ok_json(
+        cli("account", "open", "--client", str(client["client_id"]), "--broker", str(broker),
+            "--json")
+    )  # fmt: skip
+    ids = ["--account", str(account["account_id"])]
+    deposited = ok_json(cli("cash", "deposit", *ids, "--amount", "1000", "--json"))
+    assert (deposited["amount"], deposited["balance"]) == ("1000.00", "1000.00")
+    changed = ok_json(
+        cli("account", "set", *ids, "--credit-limit", "0", "--lot-method", "lifo", "--json")
+    )
+    assert (changed["credit_limit"], changed["lot_method"]) == ("0.00", "lifo")
+    ok_json(cli("stock", "add", "CLIM", "--name", "Money Co", "--json"))
+    trade = [*ids, "--broker", str(broker), "--symbol", "CLIM", "--json"]
+    ok_json(cli("trade", *trade, "--side", "buy", "--quantity", "2", "--price", "100"))
+    ok_json(cli("trade", *trade, "--side", "buy", "--quantity", "2", "--price", "200"))
+    unpaid = cli("trade", *trade, "--side", "buy", "--quantity", "9", "--price", "100")
+    assert unpaid.exit_code == 1 and "insufficient_funds" in unpaid.stderr
+    sold = ok_json(cli("trade", *trade, "--side", "sell", "--quantity", "1", "--price", "250",
+                       "--fee", "1.50"))  # fmt: skip
+    assert sold["closures"][0]["lot_id"] == 2  # lifo: the newest lot
+    assert sold["trade"]["amount"] == "248.50"
+    book = ok_json(cli("portfolio", *ids, "--json"))
+    assert (book["cash"], book["realized"]) == ("648.50", "48.50")
+    assert book["positions"][0]["cost_basis"] == "400.00"
+    assert "realized to date 48.50" in cli("portfolio", *ids).stdout
+    lots = ok_json(cli("lots", *ids, "--open", "--json"))["lots"]
+    assert [(lot["lot_id"], lot["remaining"]) for lot in lots] == [(1, 2), (2, 1)]
+    withdrawn = cli("cash", "withdraw", *ids, "--amount", "648.51")
+    assert withdrawn.exit_code == 1 and "insufficient_funds" in withdrawn.stderr
+
+
 def test_a_whole_session_with_json_ids(cli: Any) -> None:
     client = ok_json(
         cli(

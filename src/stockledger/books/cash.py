@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stockledger import cursors, json_text
 from stockledger.books.requests import CashFilters, CashMovement, CashPageQuery
-from stockledger.db.boundary import fetch_all, fetch_one
+from stockledger.db.boundary import fetch_one
 from stockledger.db.pool import plain_row
 from stockledger.db.queries import query
 from stockledger.fields import Id
@@ -75,17 +75,9 @@ def cash_page(
     state = cursors.resume(page.cursor, _CashCursor, account_id, asked)
     if state is None:
         state = _CashCursor(account_id=account_id, after_seq=0, after_movement=0, filters=asked)
-    params = {
-        **state.filters.model_dump(),
-        "account_id": account_id,
-        "after_seq": state.after_seq,
-        "after_movement": state.after_movement,
-        "limit": page.limit + 1,
-    }
-    rows = fetch_all(conn, query("account_cash_page"), params)
+    rows, more = cursors.page_rows(conn, "account_cash_page", state, page.limit)
     next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
+    if more:
         trades = [r["number"] for r in rows if r["stream"] == 1]
         movements = [r["number"] for r in rows if r["stream"] == 0]
         next_cursor = cursors.encode(

@@ -10,8 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stockledger import cursors
 from stockledger.books.requests import LotFilters, LotsPageQuery, RealizedFilters, RealizedPageQuery
-from stockledger.db.boundary import fetch_all
-from stockledger.db.queries import query
 from stockledger.fields import Id
 from stockledger.json_text import money_text, quantity_json
 from stockledger.registry.accounts import account
@@ -42,18 +40,9 @@ def lots_page(
     state = cursors.resume(page.cursor, _LotsCursor, account_id, asked)
     if state is None:
         state = _LotsCursor(account_id=account_id, after_lot=0, filters=asked)
-    opened = state.filters.open
-    params = {
-        "account_id": account_id,
-        "after_lot": state.after_lot,
-        "symbol": state.filters.symbol,
-        "open": None if opened is None else opened == "true",
-        "limit": page.limit + 1,
-    }
-    rows = fetch_all(conn, query("account_lots_page"), params)
+    rows, more = cursors.page_rows(conn, "account_lots_page", state, page.limit)
     next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
+    if more:
         next_cursor = cursors.encode(state.model_copy(update={"after_lot": rows[-1]["lot_id"]}))
     return {"account_id": account_id, "lots": [_lot(r) for r in rows], "next_cursor": next_cursor}
 
@@ -81,17 +70,9 @@ def realized_page(
     state = cursors.resume(page.cursor, _RealizedCursor, account_id, asked)
     if state is None:
         state = _RealizedCursor(account_id=account_id, after_seq=0, after_lot=0, filters=asked)
-    params = {
-        **state.filters.model_dump(),
-        "account_id": account_id,
-        "after_seq": state.after_seq,
-        "after_lot": state.after_lot,
-        "limit": page.limit + 1,
-    }
-    rows = fetch_all(conn, query("account_realized_page"), params)
+    rows, more = cursors.page_rows(conn, "account_realized_page", state, page.limit)
     next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
+    if more:
         last = rows[-1]
         next_cursor = cursors.encode(
             state.model_copy(update={"after_seq": last["seq"], "after_lot": last["lot_id"]})

@@ -34,7 +34,7 @@ FROM lots
 WHERE account_id = %(account_id)s
   AND lot_id > %(after_lot)s
   AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s::text)
-  AND (%(open)s::boolean IS NULL OR (remaining > 0) = %(open)s::boolean)
+  AND (%(open)s::text IS NULL OR (remaining > 0) = (%(open)s::text = 'true'))
 ORDER BY lot_id
 LIMIT %(limit)s;
 
