@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from stockledger.bench import data, pgbench
 from stockledger.bench.servers import PGBENCH_DB, BenchServer
@@ -175,7 +176,7 @@ def holdings_flatness(url: str, plan: Plan) -> dict[str, Any]:
         # What the load changed, as autovacuum would have in the time a real book took to grow:
         # every trade also rewrote its account's row (cash, latest trade) and its lots.
         for table in ("trades", "positions", "accounts", "lots", "lot_closures"):
-            conn.execute(f"VACUUM ANALYZE {table}")
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
         loaded = time.perf_counter() - started
         counts = dict(
             conn.execute(data.statement("trade_counts"), {"accounts": [big, small]}).fetchall()
