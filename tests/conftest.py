@@ -99,7 +99,11 @@ def pg_server(reachable_tmp: Path, pytestconfig: pytest.Config) -> Iterator[Serv
         return
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        yield Server(url)
+        server = Server(url)
+        try:
+            yield server
+        finally:
+            server.finish()
         return
     embedded = EmbeddedServer(reachable_tmp / "pg")
     embedded.start()
@@ -109,9 +113,11 @@ def pg_server(reachable_tmp: Path, pytestconfig: pytest.Config) -> Iterator[Serv
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
         conn.execute("SELECT pg_reload_conf()")
+    server = Server(admin_url)
     try:
-        yield Server(admin_url)
+        yield server
     finally:
+        server.finish()
         embedded.stop()
 
 
@@ -184,6 +190,15 @@ def template_db(pg_server: Server) -> Iterator[str]:
     try:
         with connect(url) as conn:
             migrations.migrate(conn)
+        # Closed to new sessions: autovacuum visits a database that allows connections, and a
+        # copy of a template waits (up to 5 s, in steps of 100 ms) for every session in it to
+        # end. (A copy allows connections again: the setting is not copied.)
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
         yield name
     finally:
         pg_server.drop_database(name)
