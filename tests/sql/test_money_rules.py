@@ -13,7 +13,7 @@ import pytest
 
 from stockledger.audit.verify import verify
 from tests.sql.test_schema_rules import insert_trade, refused
-from tests.support import World, constraint_of, scalar
+from tests.support import World, constraint_of, edit_function, scalar
 
 pytestmark = pytest.mark.citus  # the distributed tier runs these too (pytest -m citus)
 
@@ -168,6 +168,42 @@ def test_a_limit_below_what_the_account_owes_is_refused(
         conn, "23514", "UPDATE accounts SET credit_limit = 0 WHERE account_id = %s", [world.account]
     )
     assert constraint_of(error) == "accounts_cash_within_limit"
+
+
+def test_a_trade_whose_first_write_misses_while_no_rule_refuses_is_written_once(
+    conn: psycopg.Connection[Any], world: World
+) -> None:
+    """The account changed between the trade's write of it and the lock that names a refusal
+    (a deposit, a limit raised): the write is made again, under the lock. The race is too
+    narrow to meet on purpose, so the first write is made to miss."""
+    before = cash(conn, world.account)
+    seq_before = scalar(
+        conn, "SELECT last_seq FROM accounts WHERE account_id = %s", [world.account]
+    )
+    edit_function(
+        conn,
+        "trades_admit",
+        {
+            "AND broker_id = NEW.broker_id AND status = 'open'\n": (
+                "AND broker_id = NEW.broker_id AND status = 'open' AND v_pass = 2\n"
+            )
+        },
+    )
+    _, seq, _, _ = insert_trade(conn, world, quantity=2, price="10")
+    assert seq == seq_before + 1
+    assert cash(conn, world.account) == before - Decimal("20.00")
+    assert (
+        scalar(conn, "SELECT last_seq FROM accounts WHERE account_id = %s", [world.account]) == seq
+    )
+    assert all(check.holds for check in verify(conn))
+    # And a refusal is still named on that path.
+    refused(
+        conn,
+        "SL009",
+        "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price) "
+        "VALUES (987654321, %s, 'AAPL', 'buy', 1, 10)",
+        [world.broker_a],
+    )
 
 
 def test_a_movement_on_a_missing_or_closed_account_is_refused(
