@@ -263,24 +263,27 @@ REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, a
         (
             [
                 REPLICA,
-                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
-                "SELECT account_id, broker_id, symbol, side, quantity, price, executed_at, seq + 5 FROM trades LIMIT 1",
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, amount) "
+                "SELECT account_id, broker_id, symbol, side, quantity, price, executed_at, seq + 5, amount "
+                "FROM trades LIMIT 1",
             ],
             "seq_gapless",
         ),
         (
             [
                 REPLICA,
-                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
-                "SELECT account_id, broker_id, symbol, 'buy', 1, price, '2000-01-01', seq + 1 FROM trades LIMIT 1",
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, amount) "
+                "SELECT account_id, broker_id, symbol, 'buy', 1, price, '2000-01-01', seq + 1, "
+                "trade_amount('buy', 1, price, 0) FROM trades LIMIT 1",
             ],
             "executed_at_ordered",
         ),
         (
             [
                 REPLICA,
-                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
-                "SELECT account_id, broker_id, symbol, 'sell', 1000, price, now(), seq + 1 FROM trades LIMIT 1",
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, amount) "
+                "SELECT account_id, broker_id, symbol, 'sell', 1000, price, now(), seq + 1, "
+                "trade_amount('sell', 1000, price, 0) FROM trades LIMIT 1",
             ],
             "no_oversell_in_history",
         ),
@@ -295,8 +298,9 @@ REPLICA = "SET session_replication_role = replica"  # superuser: triggers off, a
         (
             [
                 REPLICA,
-                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq) "
-                "SELECT t.account_id, b.broker_id, t.symbol, 'buy', 1, t.price, now(), t.seq + 1 "
+                "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, seq, amount) "
+                "SELECT t.account_id, b.broker_id, t.symbol, 'buy', 1, t.price, now(), t.seq + 1, "
+                "trade_amount('buy', 1, t.price, 0) "
                 "FROM trades t, brokers b WHERE b.broker_id <> t.broker_id LIMIT 1",
             ],
             "trades_by_broker_of_record",

@@ -202,7 +202,7 @@ def test_control_without_the_lot_check_a_lot_is_closed_twice(
         "trades_close_lots",
         {
             "IF v_lot.lot_id IS NULL OR": "IF false AND (v_lot.lot_id IS NULL OR",
-            "OR v_lot.remaining < v_wanted[v_i] THEN": "OR v_lot.remaining < v_wanted[v_i]) THEN",
+            "OR v_lot.remaining < v_lot.wanted THEN": "OR v_lot.remaining < v_lot.wanted) THEN",
         },
     )
     conn.execute("ALTER TABLE lots DROP CONSTRAINT lots_remaining_check")

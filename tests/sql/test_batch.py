@@ -191,19 +191,30 @@ def test_a_batch_with_another_brokers_id_is_refused(client: FlaskClient, world: 
 
 
 def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) -> None:
-    """One INSERT of pre-sequenced rows: (account, broker, symbol, side, quantity, seq,
-    batch_id) and, as an optional eighth field, executed_at's offset in seconds from now."""
+    """One INSERT of pre-sequenced rows at price 1: (account, broker, symbol, side, quantity,
+    seq, batch_id) and, as an optional eighth field, executed_at's offset in seconds from now,
+    and as a ninth the amount (by default the one §1.4 gives: minus the quantity for a buy)."""
     now = datetime.now(UTC)
     params = [
-        (a, b, s, side, q, now + timedelta(seconds=rest[0] if rest else 0), seq, batch)
+        (
+            a,
+            b,
+            s,
+            side,
+            q,
+            now + timedelta(seconds=rest[0] if rest else 0),
+            seq,
+            batch,
+            rest[1] if len(rest) > 1 else (Decimal(q) if side == "sell" else -Decimal(q)),
+        )
         for a, b, s, side, q, seq, batch, *rest in rows
     ]
     placeholders = sql.SQL(", ").join(
-        sql.SQL("(%s, %s, %s, %s, %s, 1, %s, %s, %s)") for _ in params
+        sql.SQL("(%s, %s, %s, %s, %s, 1, %s, %s, %s, %s)") for _ in params
     )
     statement = sql.SQL(
         "INSERT INTO trades (account_id, broker_id, symbol, side, quantity, price, executed_at, "
-        "seq, batch_id) VALUES {}"
+        "seq, batch_id, amount) VALUES {}"
     ).format(placeholders)
     conn.execute(statement, [value for row in params for value in row])
 
@@ -226,6 +237,15 @@ def direct(conn: psycopg.Connection[Any], world: World, *rows: tuple[Any, ...]) 
         ([("A", "a", "AAPL", "buy", 1, 2, 9, -86400 * 365)], "SL002"),
         ([("A", "a", "AAPL", "buy", 1, 2, 9, 60)], "SL002"),
         ([("A", "a", "MSFT", "sell", 5, 2, 9), ("A", "a", "MSFT", "buy", 5, 3, 9)], "SL001"),
+        # The amount is the database's: a batch row states the one §1.4 gives it, or nothing
+        # is written (migration 0017). A buy that claims to be paid for; a sell that adds a cent;
+        # a row that leaves it out.
+        ([("A", "a", "AAPL", "buy", 1, 2, 9, 0, Decimal("1"))], "428C9"),
+        (
+            [("A", "a", "AAPL", "buy", 1, 2, 9), ("A", "a", "AAPL", "sell", 1, 3, 9, 0, "1.01")],
+            "428C9",
+        ),
+        ([("A", "a", "AAPL", "buy", 1, 2, 9, 0, None)], "23502"),
     ],
 )
 def test_direct_batch_inserts_meet_the_same_rules(
