@@ -210,11 +210,13 @@ BEGIN
         PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
         ALTER TABLE trades ALTER COLUMN amount DROP EXPRESSION;
         PERFORM set_config('citus.enable_ddl_propagation', v_propagation, true);
+        -- Each in a transaction of its own, not the migration's: IF EXISTS, so that a
+        -- migration that failed after them can be run again.
         PERFORM run_command_on_workers(
             'SET LOCAL citus.enable_ddl_propagation = off; '
-            'ALTER TABLE public.trades ALTER COLUMN amount DROP EXPRESSION');
+            'ALTER TABLE public.trades ALTER COLUMN amount DROP EXPRESSION IF EXISTS');
         PERFORM run_command_on_shards(
-            'trades', 'ALTER TABLE %s ALTER COLUMN amount DROP EXPRESSION');
+            'trades', 'ALTER TABLE %s ALTER COLUMN amount DROP EXPRESSION IF EXISTS');
     ELSE
         ALTER TABLE trades ALTER COLUMN amount DROP EXPRESSION;
     END IF;
