@@ -1097,12 +1097,17 @@ END
 $$;
 
 
--- The lots a sell closes are read through a cursor, oldest (or newest, or dearest) first, and
--- each is written as it is reached: a sell that closes one lot reads one. Before, the open
--- lots were read into an array of rows (eight, then all if eight were not enough) and written
--- back with UPDATE … FROM unnest; building and unpacking the composite arrays cost more than
--- the writes. Named lots take the same loop: each is checked as it is reached (a refusal
--- undoes the statement, the lots written before it with it).
+-- §1.5 for one sell: close its lots — those it names, or the open lots opened before it in the
+-- order of the account's lot method (fifo: oldest first; lifo: newest first; hifo: highest
+-- cost per share first, then oldest) — and return the cost basis it closed. The caller checked
+-- rule 1 (the position holds the shares; rule 12: the open lots are the position). Raises
+-- SL020 for a named lot that is not open, not the account's or the symbol's, or too small,
+-- SL014 for a fraction of a lot of a whole-share stock, 22023 for a malformed selection.
+-- Called by trades_admit, and by trades_admit_batch for the accounts that do not close first
+-- in first out, under the account's lock. The lots are read through a cursor in that order
+-- and each is written as it is reached, so a sell that closes one lot reads one (a refusal of
+-- a named lot undoes the lots written before it with the statement); the closures are written
+-- in one insert.
 CREATE FUNCTION trades_close_lots(
     p_account_id bigint, p_symbol text, p_seq bigint, p_trade_id bigint, p_quantity numeric,
     p_amount numeric, p_executed_at timestamptz, p_method text, p_named jsonb,
