@@ -404,11 +404,11 @@ def test_closures_of_a_closed_lot_add_up_to_its_cost(
     assert min(costs) >= 0
 
 
-def test_a_batch_sells_across_more_lots_than_it_reads_first(
+def test_a_batch_sells_across_many_lots_of_a_position(
     conn: psycopg.Connection[Any], world: World
 ) -> None:
-    # The batch reads a position's first 8 open lots, and all of them when those hold fewer
-    # shares than it sells: here 12 one-share lots after lot 1's 100 shares.
+    # The batch reads a position's open lots, oldest first, until they hold what it sells of
+    # the position (migration 0017): here 11 of 12 one-share lots, for two sells.
     for _ in range(12):
         insert_trade(conn, world, symbol="MSFT", quantity=1, price="3")
     conn.execute(

@@ -594,8 +594,8 @@ BEGIN
     -- account's active broker of record, their seqs fill the range right after the account's
     -- last trade, and they share one timestamp (as trade_batch() gives them) no earlier than
     -- that trade's and not in the future, each states the amount §1.4 gives it, and all it pays
-    -- together stays within its credit limit; every stock is tradable; per position, the batch sells no more than was held
-    -- before it.
+    -- together stays within its credit limit; every stock is tradable; per position, the batch
+    -- sells no more than was held before it.
     IF EXISTS (
         SELECT FROM unnest(v_accounts, v_trades, v_first_seqs, v_last_seqs, v_min_brokers,
                            v_max_brokers, v_first_ats, v_last_ats, v_debits, v_misstated)
