@@ -54,6 +54,15 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _switch(env: dict[str, str], name: str) -> bool:
+    """An on/off variable: 1 is on, 0 or unset off; anything else is refused rather than
+    guessed at ("yes", "true" and "on" would each mean something to someone)."""
+    text = env.get(name, "")
+    if text not in ("", "0", "1"):
+        raise SettingError(f"{name} must be 1 (on) or 0 (off), not {text!r}")
+    return text == "1"
+
+
 MIN_ADMIN_TOKEN_LENGTH = 32
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
@@ -125,6 +134,9 @@ class Settings:
     # POST /trade and /v1/trades answered in the ordinary case without Flask's request
     # machinery (stockledger.http.trade_path); off only to compare the two (tests, bench).
     trade_path: bool = True
+    # SPEC §2.7: the seed's own GET requests (aid=…), answered to loopback clients
+    # (stockledger.dialect). Off by default.
+    seed_dialect: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -139,6 +151,7 @@ class Settings:
             pool_timeout_seconds=_seconds(env, "STOCKLEDGER_POOL_TIMEOUT_SECONDS", 1.0),
             worker_class=env.get("STOCKLEDGER_WORKER_CLASS") or WORKER_CLASS,
             trade_path=env.get("STOCKLEDGER_TRADE_PATH", "1") != "0",
+            seed_dialect=_switch(env, "STOCKLEDGER_SEED_DIALECT"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

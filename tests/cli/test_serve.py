@@ -89,12 +89,16 @@ def test_demo_prints_curl_commands_that_work(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")]
-    for attempt in ("first start", "restart"):
-        demo = Served(args, clean_env(), tmp_path / f"{attempt}.log")
+    # The restart turns the seed's dialect on (SPEC §2.7): serve says so, the demo prints its
+    # requests, and a real server answers them from loopback.
+    for attempt, flags in (("first start", []), ("restart", ["--seed-dialect"])):
+        demo = Served(args + flags, clean_env(), tmp_path / f"{attempt}.log")
         try:
             demo.wait_ready(base)
             output = demo.output()
             assert ("created" if attempt == "first start" else "already present") in output
+            assert ("the seed's dialect is on" in output) == bool(flags), output
+            assert (f"{base}/getOwner?aid=" in output) == bool(flags), output
             commands = [line for line in output.splitlines() if line.startswith("curl ")]
             assert len(commands) >= 4, output
             assert all("$" not in c for c in commands), "commands must be complete, no variables"
@@ -104,6 +108,8 @@ def test_demo_prints_curl_commands_that_work(tmp_path: Path) -> None:
                 )
                 assert result.returncode == 0, (command, result.stdout, result.stderr)
                 assert '"code"' not in result.stdout, (command, result.stdout)
+                if "aid=" in command:  # the seed's sentinels are 200s too
+                    assert "-1" not in result.stdout and "fail" not in result.stdout, result.stdout
                 if "http_code" in command:  # a refusal, which says what it prints
                     expected = re.search(r"# prints ([0-9]{3})$", command)
                     assert expected, command

@@ -220,6 +220,18 @@ def curl_commands(
     ]
 
 
+def dialect_commands(base_url: str, account_id: int) -> list[str]:
+    """The seed's own requests (SPEC §2.7), as its clients send them: no credentials."""
+    curl = "curl -sS --fail-with-body"
+    return [
+        "# The seed's own clients (--seed-dialect; loopback only): the holders' tax ids, a",
+        "# position, and a buy for the account's broker of record (answers its seq):",
+        f"{curl} '{base_url}/getOwner?aid={account_id}'",
+        f"{curl} '{base_url}/getHoldings?aid={account_id}&sym=AAPL'",
+        f"{curl} '{base_url}/trade?aid={account_id}&sym=AAPL&type=buy&shares=2&price=187.25'",
+    ]
+
+
 def supervisor_of(conn: psycopg.Connection[Any], broker_id: int) -> int:
     record = fetch_one(conn, query("broker"), {"broker_id": broker_id})
     assert record is not None and record["manager_id"] is not None, "the demo's supervision"
@@ -227,7 +239,12 @@ def supervisor_of(conn: psycopg.Connection[Any], broker_id: int) -> int:
 
 
 def instructions(
-    conn: psycopg.Connection[Any], seeded: bool, base_url: str, admin_token: str
+    conn: psycopg.Connection[Any],
+    seeded: bool,
+    base_url: str,
+    admin_token: str,
+    *,
+    dialect: bool = False,
 ) -> str:
     """What to try. Keys are stored only as hashes, so each start issues fresh demo keys; the
     previous start's are revoked, so that no forgotten demo key stays live."""
@@ -260,5 +277,7 @@ def instructions(
         keys[supervisor],
         admin_token,
     )
+    if dialect:
+        lines += dialect_commands(base_url, first["account_id"])
     lines.append("")
     return "\n".join(lines)

@@ -35,6 +35,12 @@ port_option = click.option(
 workers_option = click.option(
     "--workers", default=DEFAULTS.workers, show_default=True, type=click.IntRange(1, 64)
 )
+seed_dialect_option = click.option(
+    "--seed-dialect/--no-seed-dialect",
+    default=None,
+    help="Answer the seed's own GET requests (aid=…) to loopback clients (SPEC §2.7); "
+    "default: STOCKLEDGER_SEED_DIALECT, else off.",
+)
 
 
 @main.command()
@@ -43,6 +49,7 @@ workers_option = click.option(
 @workers_option
 @click.option("--threads", default=DEFAULTS.threads, show_default=True, type=click.IntRange(1, 64))
 @click.option("--access-log/--no-access-log", default=DEFAULTS.access_log, show_default=True)
+@seed_dialect_option
 @data_dir_option
 @click.pass_context
 @reports_errors
@@ -53,10 +60,11 @@ def serve(
     workers: int,
     threads: int,
     access_log: bool,
+    seed_dialect: bool | None,
     data_dir: Path | None,
 ) -> None:
     """Apply migrations, then serve the API with gunicorn."""
-    settings = settings_from(ctx, data_dir)
+    settings = settings_from(ctx, data_dir).with_overrides(seed_dialect=seed_dialect)
     serving = ServeOptions(host, port, workers, threads, access_log)
     require_free_port(host, port)
     with database_urls(settings, migrate=True) as urls:
@@ -82,6 +90,13 @@ def _serve(settings: Settings, urls: DatabaseUrls, serving: ServeOptions) -> Non
             "STOCKLEDGER_APP_DATABASE_URL to a login role granted stockledger_app",
             err=True,
         )
+    if settings.seed_dialect:
+        click.echo(
+            "the seed's dialect is on: GET /getOwner?aid=, /getHoldings?aid=&sym= and "
+            "/trade?aid=&sym=&type=&shares=&price= are answered, without authentication, to "
+            "clients on loopback only",
+            err=True,
+        )
     run_server(settings, urls.app, serving)
 
 
@@ -89,14 +104,22 @@ def _serve(settings: Settings, urls: DatabaseUrls, serving: ServeOptions) -> Non
 @host_option
 @port_option
 @workers_option
+@seed_dialect_option
 @data_dir_option
 @click.pass_context
 @reports_errors
-def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path | None) -> None:
+def demo(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    seed_dialect: bool | None,
+    data_dir: Path | None,
+) -> None:
     """`serve` plus demo data on first start, and curl commands to try."""
     from stockledger.cli import demo as demo_data
 
-    settings = settings_from(ctx, data_dir)
+    settings = settings_from(ctx, data_dir).with_overrides(seed_dialect=seed_dialect)
     # Before anything is printed: a demo that cannot serve must not hand out live keys.
     require_free_port(host, port)
     if not settings.admin_token:
@@ -107,7 +130,11 @@ def demo(ctx: click.Context, host: str, port: int, workers: int, data_dir: Path 
         with connect(urls.owner) as conn:
             seeded = demo_data.seed(conn)
             base_url = f"http://{host}:{port}"
-            click.echo(demo_data.instructions(conn, seeded, base_url, settings.admin_token))
+            click.echo(
+                demo_data.instructions(
+                    conn, seeded, base_url, settings.admin_token, dialect=settings.seed_dialect
+                )
+            )
         sys.stdout.flush()
         _serve(settings, urls, ServeOptions(host, port, workers))
 

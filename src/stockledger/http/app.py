@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from stockledger.config import Settings, check_admin_token
 from stockledger.db.pool import Database
+from stockledger.dialect.middleware import SeedDialect
 from stockledger.http import openapi, problems, strict_json
 from stockledger.http.context import release_connection
 from stockledger.http.routes import accounts, administration, books, health, seed, stocks, trades
@@ -46,6 +47,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         framed = app.wsgi_app
         assert isinstance(framed, strict_json.FramedBody)
         framed.app = TradePath(framed.app, settings, database)
+    if settings.seed_dialect:
+        # In front of everything else: its requests are GETs with no body, and none of them
+        # is the API's (a request with account_id goes on to the app).
+        app.wsgi_app = SeedDialect(app.wsgi_app, database)  # type: ignore[method-assign]
     return app
 
 
