@@ -5,6 +5,7 @@ main.py is the group; each module beside it adds the commands of one area.
 
 from stockledger.cli import (  # noqa: F401  (they register commands)
     books,
+    imports,
     operations,
     registry,
     trading,

@@ -69,6 +69,10 @@ CONSTRAINT_CODES: dict[str, tuple[ErrorCode, str]] = {
         "a broker with this license already exists",
     ),
     "stocks_pkey": (ErrorCode.ALREADY_EXISTS, "this stock is already listed"),
+    # Only an import names the ids it inserts (stockledger import keeps a source's ids).
+    "clients_pkey": (ErrorCode.ALREADY_EXISTS, "a client with this id already exists"),
+    "brokers_pkey": (ErrorCode.ALREADY_EXISTS, "a broker with this id already exists"),
+    "accounts_pkey": (ErrorCode.ALREADY_EXISTS, "an account with this id already exists"),
     "trades_client_order_id_key": (
         ErrorCode.ALREADY_EXISTS,
         "this client_order_id was already used for this account",
