@@ -202,21 +202,18 @@ BROKEN: list[tuple[str, Any, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("what", "document", "refusal"), BROKEN, ids=[b[0] for b in BROKEN])
 def test_a_broken_document_is_refused_by_its_first_offending_record(
-    cli: Any,
-    conn: psycopg.Connection[Any],
-    tmp_path: Path,
-    what: str,
-    document: Any,
-    refusal: str,
+    cli: Any, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
+    # One database for the whole table: each document must leave it as it was, so the next
+    # meets the same one (and on a cluster a database per case would cost more than the case).
     before = everything(conn)
-    result = cli("import", str(write(tmp_path, document())))
-    assert result.exit_code != 0, what
-    assert f"error: {refusal}" in result.output, result.output
-    assert "nothing was written" in result.output
-    assert everything(conn) == before
+    for what, document, refusal in BROKEN:
+        result = cli("import", str(write(tmp_path, document())))
+        assert result.exit_code != 0, what
+        assert f"error: {refusal}" in result.output, (what, result.output)
+        assert "nothing was written" in result.output, what
+        assert everything(conn) == before, what
 
 
 def test_the_first_offending_record_is_named_across_brokers(
