@@ -185,6 +185,8 @@ BROKEN: list[tuple[str, Any, str]] = [
      "trades[6]: not_found"),
     ("an account of an unknown broker", _set("accounts", 1, broker_id=99), "accounts[1]:"),
     ("an account of an unknown client", _set("accounts", 2, holders=[5, 77]), "accounts[2]:"),
+    ("a holder named twice", _set("accounts", 0, holders=[1, 5, 1]),
+     "accounts[0]: Value error, a client is named twice in holders"),
     ("a wrong type", _set("trades", 4, quantity=True), "trades[4].quantity:"),
     ("a price that is not a number", _set("trades", 4, price="cheap"),
      "trades[4].price:"),

@@ -105,10 +105,6 @@ def apply_all(conn: psycopg.Connection[Any]) -> None:
 
 def _account(conn: psycopg.Connection[Any], account: dict[str, Any]) -> None:
     ord_, holders = account["ord"], account["holders"]
-    if len(set(holders)) != len(holders):
-        raise Refusal(
-            "accounts", ord_, str(ErrorCode.INVALID_REQUEST), "holders names a client twice"
-        )
     write(conn, "accounts", ord_, "import_claim_holders", account)
     row = write(conn, "accounts", ord_, "import_account", {**account, "holder": holders[0]})
     assert row is not None

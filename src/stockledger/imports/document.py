@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, Self
 
 import ijson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stockledger.books.requests import Reference
 from stockledger.fields import (
@@ -71,6 +71,13 @@ class AccountRecord(_Record):
     credit_limit: CreditLimit | None = None
     lot_method: Literal["fifo", "lifo", "hifo"] = "fifo"
     status: Literal["open", "frozen", "closed"] = "open"
+
+    @model_validator(mode="after")
+    def _each_holder_once(self) -> Self:
+        # As the API's AccountCreate says it: a shape, checked before anything is written.
+        if len(set(self.holders)) != len(self.holders):
+            raise ValueError("a client is named twice in holders")
+        return self
 
 
 class CashRecord(_Record):
